@@ -1,0 +1,654 @@
+//! raw -> validated [`Snapshot`]. Every error names the file and line of the
+//! item it concerns.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::error::{ConfigError, ConfigWarning};
+use super::raw;
+use super::yaml::{self, Doc, LineIndex, Seg};
+use crate::geo::{Coords, CountryCode, Databases, IspMap, RegionCode};
+use crate::pops::{Coverage, IspId, Pop, PopId, Pops, Tier};
+use crate::ypath;
+use crate::zones::{self, Node, RRset, SchedId, ScheduledName, Zone, Zones, name, rtype};
+
+/// The secret of the demo reporter shipped in feed-keys.yaml: `check` warns
+/// while any reporter uses it.
+pub const DEMO_FEED_KEY: &str = "64656d6f2d6b65792d646f2d6e6f742d7573652d696e2d70726f64756374696f6e";
+
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub dns: Vec<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    pub feed: Option<SocketAddr>,
+}
+
+/// Longest ECS source prefixes used for scheduling (longer ones are truncated).
+#[derive(Debug, Clone, Copy)]
+pub struct EcsLimits {
+    pub max_source_v4: u8,
+    pub max_source_v6: u8,
+}
+
+/// The scheduler's knobs, all in estimated milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Scoring {
+    pub km_per_ms: f64,
+    pub cross_isp_ms: f64,
+    pub loss_ms: f64,
+    pub load_ms: f64,
+    pub overload: f64,
+    pub spread_ms: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quorum {
+    /// More than half of the reporters with fresh reports.
+    Majority,
+    Count(u32),
+}
+
+#[derive(Debug, Clone)]
+pub struct FeedConfig {
+    /// Reporter id -> shared secret.
+    pub keys: HashMap<String, Vec<u8>>,
+    pub stale_after: Duration,
+    pub max_skew: Duration,
+    pub quorum: Quorum,
+    pub down_after: u32,
+    pub up_after: u32,
+    pub max_datagram: usize,
+    pub max_reports_per_second: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub workers: usize,
+    pub udp_payload: u16,
+    pub tcp_clients: usize,
+    pub tcp_idle: Duration,
+}
+
+/// One generation of everything the query path reads from configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub path: PathBuf,
+    pub listen: Listen,
+    pub geo: Arc<Databases>,
+    pub isps: IspMap,
+    pub pops: Pops,
+    pub zones: Zones,
+    pub ecs: EcsLimits,
+    pub scoring: Scoring,
+    pub feed: Option<FeedConfig>,
+    pub server: ServerConfig,
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// Load and validate everything `popdns.yaml` points at.
+pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
+    let doc: Doc<raw::Main> = yaml::load(path)?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let ctx = Ctx { file: path, lines: &doc.lines };
+    let main = &doc.value;
+    let mut warnings = Vec::new();
+
+    let listen = listen(&ctx, &main.listen)?;
+    let isps = isps(&ctx, &main.isps)?;
+    let geo = Databases::open(&base.join(&main.geo.location), &base.join(&main.geo.asn))
+        .map_err(|e| ctx.err(&ypath!["geo"], e.to_string()))?;
+    let pops = pops(&base.join(&main.pops), &isps, &mut warnings)?;
+    let zones = zones(&base.join(&main.zones), &pops, &ctx)?;
+    let ecs = ecs(&ctx, &main.ecs)?;
+    let scoring = scoring(&ctx, &main.scoring)?;
+    let feed = match &main.feed {
+        Some(f) => Some(feed(&ctx, &base, f, &mut warnings)?),
+        None => None,
+    };
+    if feed.is_some() != listen.feed.is_some() {
+        return Err(ctx.err(&ypath!["listen"], "`listen.feed` and the `feed` section go together"));
+    }
+    let server = server(&ctx, &main.server)?;
+    Ok(Snapshot {
+        generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
+        path: path.to_path_buf(),
+        listen,
+        geo: Arc::new(geo),
+        isps,
+        pops,
+        zones,
+        ecs,
+        scoring,
+        feed,
+        server,
+        warnings,
+    })
+}
+
+/// A file and its line index: turns a path in the document into an error.
+struct Ctx<'a> {
+    file: &'a Path,
+    lines: &'a LineIndex,
+}
+
+impl Ctx<'_> {
+    fn err(&self, at: &[Seg], msg: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.file, self.lines.line(at), msg)
+    }
+    fn warn(&self, at: &[Seg], msg: impl Into<String>) -> ConfigWarning {
+        ConfigWarning { file: self.file.to_path_buf(), line: self.lines.line(at), message: msg.into() }
+    }
+}
+
+/// `500ms`, `30s`, `5m`, `1h`, `14d`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(Duration::from_millis(n.checked_mul(ms)?))
+}
+
+fn duration(ctx: &Ctx, at: &[Seg], v: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => parse_duration(s)
+            .ok_or_else(|| ctx.err(at, format!("`{s}` is not a duration (e.g. 500ms, 30s, 5m, 1h, 14d)"))),
+    }
+}
+
+fn socket_addr(ctx: &Ctx, at: &[Seg], s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| ctx.err(at, format!("`{s}` is not an address:port (IPv6 in brackets)")))
+}
+
+fn listen(ctx: &Ctx, l: &raw::Listen) -> Result<Listen, ConfigError> {
+    let dns = l
+        .dns
+        .iter()
+        .enumerate()
+        .map(|(i, s)| socket_addr(ctx, &ypath!["listen", "dns", i], s))
+        .collect::<Result<Vec<_>, _>>()?;
+    if dns.is_empty() {
+        return Err(ctx.err(&ypath!["listen", "dns"], "`listen.dns` needs at least one address"));
+    }
+    let http = l.http.as_deref().map(|s| socket_addr(ctx, &ypath!["listen", "http"], s)).transpose()?;
+    let feed = l.feed.as_deref().map(|s| socket_addr(ctx, &ypath!["listen", "feed"], s)).transpose()?;
+    Ok(Listen { dns, http, feed })
+}
+
+fn isps(ctx: &Ctx, m: &BTreeMap<String, Vec<u32>>) -> Result<IspMap, ConfigError> {
+    let mut names = vec!["other".to_string()];
+    let mut by_asn = HashMap::new();
+    for (name, asns) in m {
+        let at = ypath!["isps", name];
+        if name == "other"
+            || name.is_empty()
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ctx.err(&at, format!("`{name}` cannot name an ISP")));
+        }
+        if names.len() > 250 {
+            return Err(ctx.err(&at, "more than 250 ISPs"));
+        }
+        let id = IspId(names.len() as u8);
+        names.push(name.clone());
+        for (i, asn) in asns.iter().enumerate() {
+            if let Some(prev) = by_asn.insert(*asn, id) {
+                return Err(ctx.err(
+                    &ypath!["isps", name, i],
+                    format!("AS{asn} is already listed under `{}`", names[prev.0 as usize]),
+                ));
+            }
+        }
+    }
+    Ok(IspMap::new(names, by_asn))
+}
+
+fn ecs(ctx: &Ctx, e: &raw::Ecs) -> Result<EcsLimits, ConfigError> {
+    if e.max_source_v4 > 32 || e.max_source_v4 == 0 {
+        return Err(ctx.err(&ypath!["ecs", "max_source_v4"], "must be 1..32"));
+    }
+    if e.max_source_v6 > 128 || e.max_source_v6 == 0 {
+        return Err(ctx.err(&ypath!["ecs", "max_source_v6"], "must be 1..128"));
+    }
+    Ok(EcsLimits { max_source_v4: e.max_source_v4, max_source_v6: e.max_source_v6 })
+}
+
+fn scoring(ctx: &Ctx, s: &raw::Scoring) -> Result<Scoring, ConfigError> {
+    let checks = [
+        ("km_per_ms", s.km_per_ms, s.km_per_ms > 0.0),
+        ("cross_isp_ms", s.cross_isp_ms, s.cross_isp_ms >= 0.0),
+        ("loss_ms", s.loss_ms, s.loss_ms >= 0.0),
+        ("load_ms", s.load_ms, s.load_ms >= 0.0),
+        ("overload", s.overload, s.overload > 0.0 && s.overload <= 1.0),
+        ("spread_ms", s.spread_ms, s.spread_ms >= 0.0),
+    ];
+    for (key, v, ok) in checks {
+        if !ok || !v.is_finite() {
+            return Err(ctx.err(&ypath!["scoring", key], format!("`{key}: {v}` is out of range")));
+        }
+    }
+    Ok(Scoring {
+        km_per_ms: s.km_per_ms,
+        cross_isp_ms: s.cross_isp_ms,
+        loss_ms: s.loss_ms,
+        load_ms: s.load_ms,
+        overload: s.overload,
+        spread_ms: s.spread_ms,
+    })
+}
+
+fn server(ctx: &Ctx, s: &raw::Server) -> Result<ServerConfig, ConfigError> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let workers = match &s.workers {
+        None => cores,
+        Some(raw::Workers::Word(w)) if w == "auto" => cores,
+        Some(raw::Workers::Count(n)) if (1..=256).contains(n) => *n,
+        Some(_) => return Err(ctx.err(&ypath!["server", "workers"], "`workers` is `auto` or 1..256")),
+    };
+    let udp_payload = s.udp_payload.unwrap_or(1232);
+    if udp_payload < 512 {
+        return Err(ctx.err(&ypath!["server", "udp_payload"], "`udp_payload` must be at least 512"));
+    }
+    Ok(ServerConfig {
+        workers,
+        udp_payload,
+        tcp_clients: s.tcp_clients.unwrap_or(1000).max(1),
+        tcp_idle: duration(ctx, &ypath!["server", "tcp_idle"], &s.tcp_idle, Duration::from_secs(10))?,
+    })
+}
+
+fn feed(ctx: &Ctx, base: &Path, f: &raw::Feed, warnings: &mut Vec<ConfigWarning>) -> Result<FeedConfig, ConfigError> {
+    let keys_path = base.join(&f.keys);
+    let doc: Doc<BTreeMap<String, String>> = yaml::load(&keys_path)?;
+    let kctx = Ctx { file: &keys_path, lines: &doc.lines };
+    let mut keys = HashMap::new();
+    for (id, hex) in &doc.value {
+        let at = ypath![id];
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+            return Err(kctx.err(&at, format!("reporter id `{id}` must match [A-Za-z0-9._-]+")));
+        }
+        if hex == DEMO_FEED_KEY {
+            warnings.push(kctx.warn(&at, format!("reporter `{id}` uses the shipped demo key: generate a secret")));
+        }
+        let secret =
+            crate::quality::feed::decode_hex(hex.trim()).ok_or_else(|| kctx.err(&at, "the secret is not hex"))?;
+        if secret.len() < 16 {
+            return Err(kctx.err(&at, "the secret is shorter than 16 bytes"));
+        }
+        keys.insert(id.clone(), secret);
+    }
+    let quorum = match &f.quorum {
+        None => Quorum::Majority,
+        Some(raw::Quorum::Word(w)) if w == "majority" => Quorum::Majority,
+        Some(raw::Quorum::Count(n)) if *n >= 1 => Quorum::Count(*n),
+        Some(_) => return Err(ctx.err(&ypath!["feed", "quorum"], "`quorum` is `majority` or an integer >= 1")),
+    };
+    let at_least_one = |v: Option<u32>, key: &str| match v {
+        Some(0) => Err(ctx.err(&ypath!["feed", key], format!("`{key}` must be at least 1"))),
+        v => Ok(v.unwrap_or(2)),
+    };
+    Ok(FeedConfig {
+        keys,
+        stale_after: duration(ctx, &ypath!["feed", "stale_after"], &f.stale_after, Duration::from_secs(30))?,
+        max_skew: duration(ctx, &ypath!["feed", "max_skew"], &f.max_skew, Duration::from_secs(30))?,
+        quorum,
+        down_after: at_least_one(f.down_after, "down_after")?,
+        up_after: at_least_one(f.up_after, "up_after")?,
+        max_datagram: f.max_datagram.unwrap_or(8192).clamp(64, 65507),
+        max_reports_per_second: f.max_reports_per_second.unwrap_or(100),
+    })
+}
+
+fn pops(file: &Path, isps: &IspMap, warnings: &mut Vec<ConfigWarning>) -> Result<Pops, ConfigError> {
+    let doc: Doc<Vec<raw::Pop>> = yaml::load(file)?;
+    let ctx = Ctx { file, lines: &doc.lines };
+    let mut list = Vec::with_capacity(doc.value.len());
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    if doc.value.len() > u16::MAX as usize {
+        return Err(ctx.err(&[], "more than 65535 POPs"));
+    }
+    for (i, p) in doc.value.iter().enumerate() {
+        let at = |k: &str| ypath![i, k];
+        if p.id.is_empty() || !p.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            return Err(ctx.err(&at("id"), format!("POP id `{}` must match [a-z0-9-]+", p.id)));
+        }
+        if let Some(first) = seen.insert(&p.id, i) {
+            let first_line = doc.lines.line(&ypath![first]);
+            return Err(ctx.err(&at("id"), format!("duplicate POP id `{}` (first defined at line {first_line})", p.id)));
+        }
+        let country = CountryCode::parse(&p.country)
+            .ok_or_else(|| ctx.err(&at("country"), format!("`{}` is not an ISO 3166-1 alpha-2 code", p.country)))?;
+        let region = match &p.region {
+            None => None,
+            Some(r) => Some(RegionCode::parse(r).ok_or_else(|| {
+                ctx.err(&at("region"), format!("`{r}` is not a subdivision code (1-3 letters or digits)"))
+            })?),
+        };
+        let coords = Coords::new(p.coords[0], p.coords[1]).ok_or_else(|| {
+            ctx.err(
+                &at("coords"),
+                format!("coordinates {:?} out of range (latitude -90..90, longitude -180..180)", p.coords),
+            )
+        })?;
+        let isp =
+            match &p.isp {
+                None => None,
+                Some(name) => Some(isps.by_name(name).filter(|id| *id != IspId::OTHER).ok_or_else(|| {
+                    ctx.err(&at("isp"), format!("unknown ISP `{name}` (not in `isps` of popdns.yaml)"))
+                })?),
+            };
+        let ipv4 = addrs::<Ipv4Addr>(&ctx, i, "ipv4", &p.ipv4, "IPv4")?;
+        let ipv6 = addrs::<Ipv6Addr>(&ctx, i, "ipv6", &p.ipv6, "IPv6")?;
+        let tier = match p.tier.as_str() {
+            "edge" => Tier::Edge,
+            "regional" => Tier::Regional,
+            t => return Err(ctx.err(&at("tier"), format!("tier `{t}` is not `edge` or `regional`"))),
+        };
+        let default_up = match p.default_health.as_str() {
+            "up" => true,
+            "down" => false,
+            h => return Err(ctx.err(&at("default_health"), format!("`{h}` is not `up` or `down`"))),
+        };
+        if tier == Tier::Edge && ipv4.is_empty() && ipv6.is_empty() {
+            warnings.push(ctx.warn(&ypath![i], format!("edge POP `{}` has no address", p.id)));
+        }
+        list.push(Pop {
+            id: p.id.clone(),
+            country,
+            region,
+            coords,
+            isp,
+            ipv4,
+            ipv6,
+            capacity: p.capacity,
+            tier,
+            default_up,
+            mainland: country.is_mainland(),
+        });
+    }
+    Ok(Pops { list })
+}
+
+fn addrs<T: std::str::FromStr>(ctx: &Ctx, i: usize, key: &str, v: &[String], fam: &str) -> Result<Vec<T>, ConfigError> {
+    v.iter()
+        .enumerate()
+        .map(|(j, s)| {
+            s.parse::<T>().map_err(|_| {
+                let what = match s.parse::<IpAddr>() {
+                    Ok(_) => format!("address of the wrong family: `{s}` in `{key}` is not {fam}"),
+                    Err(_) => format!("`{s}` is not an {fam} address"),
+                };
+                ctx.err(&ypath![i, key, j], what)
+            })
+        })
+        .collect()
+}
+
+/// Every `*.yaml` in the zones folder, sorted by file name.
+fn zones(dir: &Path, pops: &Pops, main: &Ctx) -> Result<Zones, ConfigError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| main.err(&ypath!["zones"], format!("{}: {e}", dir.display())))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(main.err(&ypath!["zones"], format!("{}: no zone files (*.yaml)", dir.display())));
+    }
+    let mut list: Vec<Zone> = Vec::new();
+    let mut origins: Vec<(PathBuf, usize)> = Vec::new();
+    let mut scheduled = Vec::new();
+    for file in &files {
+        let doc: Doc<raw::Zone> = yaml::load(file)?;
+        let ctx = Ctx { file, lines: &doc.lines };
+        let zone = zone(&ctx, &doc.value, pops, &mut scheduled)?;
+        if let Some(prev) = list.iter().position(|z| z.apex == zone.apex) {
+            let (pf, pl) = &origins[prev];
+            return Err(
+                ctx.err(&ypath!["zone"], format!("zone `{}` is already defined in {}:{pl}", zone.name, pf.display()))
+            );
+        }
+        origins.push((file.clone(), doc.lines.line(&ypath!["zone"])));
+        list.push(zone);
+    }
+    let zones = Zones::new(list, scheduled);
+    // Overlapping zones: the longest match wins, so data of a parent zone at or
+    // below a child zone's apex could never be answered. Refuse it.
+    for (zi, z) in zones.list.iter().enumerate() {
+        for n in z.nodes.keys() {
+            let owner = zones.find(n).map(|o| o.apex.clone());
+            if owner.as_deref() != Some(&z.apex[..])
+                && (!z.nodes[n].rrsets.is_empty() || z.nodes[n].scheduled.is_some())
+            {
+                let (f, l) = &origins[zi];
+                return Err(ConfigError::new(
+                    f,
+                    *l,
+                    format!(
+                        "`{}` lies in zone `{}`, which is configured too",
+                        name::to_text(n),
+                        name::to_text(&owner.unwrap_or_default())
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(zones)
+}
+
+/// Full lower-case wire name of a record key: `@`, relative, or absolute (trailing dot, inside the zone).
+fn owner(ctx: &Ctx, at: &[Seg], key: &str, apex: &[u8], zone: &str) -> Result<Vec<u8>, ConfigError> {
+    let full = if key == "@" {
+        return Ok(apex.to_vec());
+    } else if key.ends_with('.') {
+        key.to_string()
+    } else {
+        format!("{key}.{zone}")
+    };
+    let wire = name::lower(&name::to_wire(&full).map_err(|e| ctx.err(at, e))?);
+    if !name::is_subdomain(&wire, apex) {
+        return Err(ctx.err(at, format!("`{key}` is outside zone `{zone}`")));
+    }
+    if wire[1..].contains(&b'*') && !(wire[0] == 1 && wire[1] == b'*' && !wire[2..].contains(&b'*')) {
+        return Err(ctx.err(at, format!("`{key}`: a wildcard `*` may only be the whole leftmost label")));
+    }
+    Ok(wire)
+}
+
+fn zone(ctx: &Ctx, z: &raw::Zone, pops: &Pops, scheduled: &mut Vec<ScheduledName>) -> Result<Zone, ConfigError> {
+    let zname = z.zone.trim_end_matches('.').to_string();
+    let apex = name::lower(&name::to_wire(&zname).map_err(|e| ctx.err(&ypath!["zone"], e))?);
+    let mut nodes: HashMap<Box<[u8]>, Node> = HashMap::new();
+    let soa = &z.soa;
+    let mut soa_rdata = Vec::new();
+    for n in [&soa.mname, &soa.rname] {
+        soa_rdata.extend(name::to_wire(n).map_err(|e| ctx.err(&ypath!["soa"], e))?);
+    }
+    for v in [soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum] {
+        soa_rdata.extend_from_slice(&v.to_be_bytes());
+    }
+    let apex_node = nodes.entry(apex.clone().into()).or_default();
+    apex_node.rrsets.push(RRset {
+        rtype: rtype::SOA,
+        records: vec![zones::record_tail(rtype::SOA, z.ttl, &soa_rdata)],
+        target: None,
+        glue: vec![],
+    });
+    let negative_soa = zones::record_tail(rtype::SOA, z.ttl.min(soa.minimum), &soa_rdata);
+
+    for (key, types) in &z.records {
+        let at = ypath!["records", key];
+        let wire = owner(ctx, &at, key, &apex, &zname)?;
+        let node = nodes.entry(wire.clone().into()).or_default();
+        for (tname, values) in types {
+            let tat = ypath!["records", key, tname];
+            let t = rtype::from_name(tname).ok_or_else(|| ctx.err(&tat, format!("unknown record type `{tname}`")))?;
+            if t == rtype::SOA {
+                return Err(ctx.err(&tat, "the SOA is set by the `soa` key"));
+            }
+            if t == rtype::NS && wire != apex {
+                return Err(ctx.err(&tat, "NS below the apex (a delegation) is not supported"));
+            }
+            let vals = values.values();
+            if t == rtype::CNAME && vals.len() != 1 {
+                return Err(ctx.err(&tat, "CNAME takes exactly one value"));
+            }
+            let mut records = Vec::new();
+            let mut target = None;
+            for (j, v) in vals.iter().enumerate() {
+                let data = zones::rdata(t, &v.text()).map_err(|e| ctx.err(&ypath!["records", key, tname, j], e))?;
+                if t == rtype::CNAME {
+                    target = Some(name::lower(&data).into_boxed_slice());
+                }
+                records.push(zones::record_tail(t, z.ttl, &data));
+            }
+            node.rrsets.push(RRset { rtype: t, records, target, glue: vec![] });
+        }
+        if node.rrset(rtype::CNAME).is_some() && node.rrsets.len() > 1 {
+            return Err(ctx.err(&at, "a CNAME cannot stand beside other data (RFC 1034 §3.6.2)"));
+        }
+        if wire == apex && node.rrset(rtype::CNAME).is_some() {
+            return Err(ctx.err(&at, "a CNAME cannot stand at the zone apex"));
+        }
+    }
+
+    for (key, s) in &z.scheduled {
+        let at = ypath!["scheduled", key];
+        let wire = owner(ctx, &at, key, &apex, &zname)?;
+        let s = s.as_ref().map_or_else(raw::Scheduled::default, |s| raw::Scheduled {
+            coverage: s.coverage.clone(),
+            answers: s.answers,
+            ttl: s.ttl,
+            pops: match &s.pops {
+                Some(raw::PopsSel::List(l)) => Some(raw::PopsSel::List(l.clone())),
+                Some(raw::PopsSel::Word(w)) => Some(raw::PopsSel::Word(w.clone())),
+                None => None,
+            },
+        });
+        let coverage = match &s.coverage {
+            None => Coverage::Global,
+            Some(c) => Coverage::parse(c).ok_or_else(|| {
+                ctx.err(
+                    &ypath!["scheduled", key, "coverage"],
+                    format!("coverage `{c}` is not mainland, global or global-excluding-mainland"),
+                )
+            })?,
+        };
+        let answers = s.answers.unwrap_or(1);
+        if !(1..=8).contains(&answers) {
+            return Err(ctx.err(&ypath!["scheduled", key, "answers"], "`answers` must be 1..8"));
+        }
+        let list = match &s.pops {
+            None => (0..pops.len()).map(|i| PopId(i as u16)).collect(),
+            Some(raw::PopsSel::Word(w)) if w == "all" => (0..pops.len()).map(|i| PopId(i as u16)).collect(),
+            Some(raw::PopsSel::Word(w)) => {
+                return Err(ctx.err(
+                    &ypath!["scheduled", key, "pops"],
+                    format!("`pops: {w}`: expected `all` or a list of POP ids"),
+                ));
+            }
+            Some(raw::PopsSel::List(l)) => {
+                let mut ids = Vec::new();
+                let mut seen = HashSet::new();
+                for (j, p) in l.iter().enumerate() {
+                    let id = pops.find(p).ok_or_else(|| {
+                        ctx.err(&ypath!["scheduled", key, "pops", j], format!("unknown POP `{p}` (not in pops.yaml)"))
+                    })?;
+                    if seen.insert(id) {
+                        ids.push(id);
+                    }
+                }
+                ids
+            }
+        };
+        let node = nodes.entry(wire.clone().into()).or_default();
+        if !node.rrsets.is_empty() {
+            return Err(
+                ctx.err(&at, format!("`{key}` has static records too: a scheduled name answers only A and AAAA"))
+            );
+        }
+        node.scheduled = Some(SchedId(scheduled.len() as u32));
+        scheduled.push(ScheduledName {
+            fqdn: name::to_text(&wire),
+            key: key.clone(),
+            coverage,
+            answers,
+            ttl: s.ttl.unwrap_or(60),
+            pops: list,
+        });
+    }
+
+    add_empty_non_terminals(&mut nodes, &apex);
+    add_glue(&mut nodes, &apex);
+    Ok(Zone { name: zname, apex: apex.into(), negative_soa, nodes })
+}
+
+/// Every ancestor of a node, up to the apex, becomes a node (RFC 8020).
+fn add_empty_non_terminals(nodes: &mut HashMap<Box<[u8]>, Node>, apex: &[u8]) {
+    let names: Vec<Box<[u8]>> = nodes.keys().cloned().collect();
+    for n in names {
+        let mut cur: &[u8] = &n;
+        while cur != apex {
+            let Some(p) = name::parent(cur) else { break };
+            nodes.entry(p.into()).or_default();
+            cur = p;
+        }
+    }
+}
+
+/// Apex NS targets inside the zone get their A and AAAA as glue.
+fn add_glue(nodes: &mut HashMap<Box<[u8]>, Node>, apex: &[u8]) {
+    let Some(ns) = nodes.get(apex).and_then(|n| n.rrset(rtype::NS)) else { return };
+    let mut glue = Vec::new();
+    for rec in &ns.records {
+        let target = name::lower(&rec[10..]);
+        if let Some(tn) = nodes.get(&target[..]) {
+            for t in [rtype::A, rtype::AAAA] {
+                for r in tn.rrset(t).map(|r| r.records.as_slice()).unwrap_or_default() {
+                    glue.push((target.clone().into_boxed_slice(), r.clone()));
+                }
+            }
+        }
+    }
+    if let Some(ns) = nodes.get_mut(apex).and_then(|n| n.rrsets.iter_mut().find(|r| r.rtype == rtype::NS)) {
+        ns.glue = glue;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("14d"), Some(Duration::from_secs(14 * 86400)));
+        assert_eq!(parse_duration("3x"), None);
+        assert_eq!(parse_duration("s"), None);
+    }
+
+    #[test]
+    fn hex() {
+        use crate::quality::feed::decode_hex;
+        assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(decode_hex("0"), None);
+        assert_eq!(decode_hex("zz"), None);
+    }
+}

@@ -1,0 +1,212 @@
+//! The only file that touches YAML.
+//!
+//! serde_yaml deserializes the values (and gives a line for syntax errors and
+//! unknown keys); it keeps no spans for values, so a second pass with an event
+//! parser (saphyr-parser) records the line of every key and sequence item. Semantic
+//! errors found later (a duplicate id, a wrong address family) ask that index for
+//! the line of the item they concern.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use saphyr_parser::{Event, Parser};
+use serde::de::DeserializeOwned;
+
+use super::error::ConfigError;
+
+/// One step of a path into a YAML document.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Seg {
+    Key(String),
+    Idx(usize),
+}
+
+/// Path from the document root to a node, e.g. `[Idx(3), Key("ipv4"), Idx(0)]`.
+pub type YamlPath = Vec<Seg>;
+
+/// Build a path from string keys and indices: `path!["records", "ns1", 0]`.
+#[macro_export]
+macro_rules! ypath {
+    ($($s:expr),* $(,)?) => { [$($crate::config::yaml::IntoSeg::into_seg($s)),*] };
+}
+
+pub trait IntoSeg {
+    fn into_seg(self) -> Seg;
+}
+impl IntoSeg for &str {
+    fn into_seg(self) -> Seg {
+        Seg::Key(self.to_string())
+    }
+}
+impl IntoSeg for &String {
+    fn into_seg(self) -> Seg {
+        Seg::Key(self.clone())
+    }
+}
+impl IntoSeg for String {
+    fn into_seg(self) -> Seg {
+        Seg::Key(self)
+    }
+}
+impl IntoSeg for usize {
+    fn into_seg(self) -> Seg {
+        Seg::Idx(self)
+    }
+}
+
+/// Line (1-based) of every key and sequence item in one YAML file.
+#[derive(Debug, Default)]
+pub struct LineIndex {
+    lines: HashMap<YamlPath, usize>,
+}
+
+impl LineIndex {
+    /// The line of `path`, or of its nearest ancestor that has one, or 1.
+    pub fn line(&self, path: &[Seg]) -> usize {
+        let mut p = path;
+        loop {
+            if let Some(l) = self.lines.get(p) {
+                return *l;
+            }
+            match p.split_last() {
+                Some((_, rest)) => p = rest,
+                None => return 1,
+            }
+        }
+    }
+
+    fn build(text: &str) -> LineIndex {
+        enum Frame {
+            Map { key: Option<String> },
+            Seq { next: usize },
+        }
+        let mut idx = LineIndex::default();
+        let mut stack: Vec<Frame> = Vec::new();
+        let mut path: YamlPath = Vec::new();
+        let mut parser = Parser::new_from_str(text);
+        // Called when a value (scalar or collection start) appears: push its segment.
+        // Returns whether a segment was pushed (false at the document root).
+        fn enter(stack: &mut [Frame], path: &mut YamlPath, idx: &mut LineIndex, line: usize) -> bool {
+            match stack.last_mut() {
+                Some(Frame::Map { key }) => match key.take() {
+                    Some(k) => {
+                        path.push(Seg::Key(k));
+                        true
+                    }
+                    None => false,
+                },
+                Some(Frame::Seq { next }) => {
+                    path.push(Seg::Idx(*next));
+                    *next += 1;
+                    idx.lines.entry(path.clone()).or_insert(line);
+                    true
+                }
+                None => false,
+            }
+        }
+        let mut pushed: Vec<bool> = Vec::new();
+        while let Some(Ok((ev, span))) = parser.next_event() {
+            let line = span.start.line();
+            match ev {
+                Event::Scalar(v, ..) => {
+                    // A scalar in key position of a map names the next value.
+                    if let Some(Frame::Map { key }) = stack.last_mut()
+                        && key.is_none()
+                    {
+                        let k = v.to_string();
+                        let mut p = path.clone();
+                        p.push(Seg::Key(k.clone()));
+                        idx.lines.entry(p).or_insert(line);
+                        *key = Some(k);
+                        continue;
+                    }
+                    if enter(&mut stack, &mut path, &mut idx, line) {
+                        path.pop();
+                    }
+                }
+                Event::MappingStart(..) | Event::SequenceStart(..) => {
+                    let p = enter(&mut stack, &mut path, &mut idx, line);
+                    pushed.push(p);
+                    stack.push(if matches!(ev, Event::MappingStart(..)) {
+                        Frame::Map { key: None }
+                    } else {
+                        Frame::Seq { next: 0 }
+                    });
+                }
+                Event::MappingEnd | Event::SequenceEnd => {
+                    stack.pop();
+                    if pushed.pop() == Some(true) {
+                        path.pop();
+                    }
+                }
+                Event::Alias(_) if enter(&mut stack, &mut path, &mut idx, line) => {
+                    path.pop();
+                }
+                _ => {}
+            }
+        }
+        idx
+    }
+}
+
+/// A parsed YAML file: its typed value and the line of each of its items.
+pub struct Doc<T> {
+    pub value: T,
+    pub lines: LineIndex,
+}
+
+/// Read and deserialize one YAML file. Syntax errors and unknown keys come back
+/// with the file and line where serde_yaml found them.
+pub fn load<T: DeserializeOwned>(file: &Path) -> Result<Doc<T>, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::new(file, 0, format!("cannot read: {e}")))?;
+    parse(file, &text)
+}
+
+/// Deserialize YAML text that came from `file`.
+pub fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<Doc<T>, ConfigError> {
+    let value: T = serde_yaml::from_str(text).map_err(|e| {
+        let line = e.location().map(|l| l.line()).unwrap_or(1);
+        ConfigError::new(file, line, serde_message(&e))
+    })?;
+    Ok(Doc { value, lines: LineIndex::build(text) })
+}
+
+/// serde_yaml's message without its trailing " at line N column M", with serde's
+/// "unknown field" said the way the contract says it.
+fn serde_message(e: &serde_yaml::Error) -> String {
+    let mut msg = e.to_string();
+    if let Some(pos) = msg.rfind(" at line ") {
+        msg.truncate(pos);
+    }
+    msg.replace("unknown field", "unknown key")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_of_keys_and_items() {
+        let text = "a: 1\nb:\n  - x\n  - {id: y, z: [1, 2]}\nc:\n  d: e\n";
+        let idx = LineIndex::build(text);
+        assert_eq!(idx.line(&ypath!["a"]), 1);
+        assert_eq!(idx.line(&ypath!["b", 0]), 3);
+        assert_eq!(idx.line(&ypath!["b", 1]), 4);
+        assert_eq!(idx.line(&ypath!["b", 1, "id"]), 4);
+        assert_eq!(idx.line(&ypath!["c", "d"]), 6);
+        assert_eq!(idx.line(&ypath!["c", "nope", 7]), 5);
+    }
+
+    #[test]
+    fn unknown_key_names_its_line() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct T {
+            a: u32,
+        }
+        let err = parse::<T>(Path::new("x.yaml"), "a: 1\nbogus: 2\n").err().unwrap();
+        assert_eq!(err.line, 2);
+        assert!(err.to_string().starts_with("x.yaml:2: unknown key `bogus`"), "{err}");
+    }
+}

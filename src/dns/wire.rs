@@ -1,0 +1,162 @@
+//! Reading a query and writing an answer, on bytes, without allocation.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub const HEADER_LEN: usize = 12;
+
+/// Response codes (the high bits of BADVERS go into the OPT record).
+pub mod rcode {
+    pub const NOERROR: u16 = 0;
+    pub const FORMERR: u16 = 1;
+    pub const SERVFAIL: u16 = 2;
+    pub const NXDOMAIN: u16 = 3;
+    pub const NOTIMP: u16 = 4;
+    pub const REFUSED: u16 = 5;
+    pub const BADVERS: u16 = 16;
+
+    pub fn name(r: u16) -> &'static str {
+        match r {
+            NOERROR => "NOERROR",
+            FORMERR => "FORMERR",
+            SERVFAIL => "SERVFAIL",
+            NXDOMAIN => "NXDOMAIN",
+            NOTIMP => "NOTIMP",
+            REFUSED => "REFUSED",
+            BADVERS => "BADVERS",
+            _ => "OTHER",
+        }
+    }
+}
+
+pub fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+/// The question as received: the raw bytes (echoed as asked), the name
+/// lower-cased for lookup, type and class.
+#[derive(Clone, Copy)]
+pub struct Question<'a> {
+    pub raw: &'a [u8],
+    pub name_len: usize,
+    pub qtype: u16,
+    pub qclass: u16,
+}
+
+/// Parse the question at offset 12. The name must be uncompressed (nothing
+/// precedes it to point at). Writes the lower-cased name into `lname`.
+pub fn question<'a>(msg: &'a [u8], lname: &mut [u8; 256]) -> Option<(Question<'a>, usize)> {
+    let mut i = HEADER_LEN;
+    loop {
+        let len = *msg.get(i)? as usize;
+        if len & 0xC0 != 0 {
+            return None;
+        }
+        if i - HEADER_LEN + 1 + len > 255 {
+            return None;
+        }
+        let label = msg.get(i..i + 1 + len)?;
+        for (d, s) in lname[i - HEADER_LEN..].iter_mut().zip(label) {
+            *d = s.to_ascii_lowercase();
+        }
+        i += 1 + len;
+        if len == 0 {
+            break;
+        }
+    }
+    let name_len = i - HEADER_LEN;
+    let qtype = u16_at(msg, i)?;
+    let qclass = u16_at(msg, i + 2)?;
+    let end = i + 4;
+    Some((Question { raw: &msg[HEADER_LEN..end], name_len, qtype, qclass }, end))
+}
+
+/// Skip a possibly compressed name; returns the offset after it.
+fn skip_name(msg: &[u8], mut i: usize) -> Option<usize> {
+    for _ in 0..128 {
+        let len = *msg.get(i)? as usize;
+        match len & 0xC0 {
+            0x00 if len == 0 => return Some(i + 1),
+            0x00 => i += 1 + len,
+            0xC0 => {
+                msg.get(i + 1)?;
+                return Some(i + 2);
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The OPT pseudo-record of a query.
+#[derive(Clone, Copy, Debug)]
+pub struct Opt<'a> {
+    pub udp_size: u16,
+    pub version: u8,
+    pub options: &'a [u8],
+}
+
+/// A message whose sections do not parse: FORMERR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Malformed;
+
+/// Walk the answer, authority and additional sections after the question:
+/// Ok(Some(opt)) with the one OPT, Ok(None) without, Err for a malformed message.
+pub fn records(msg: &[u8], mut i: usize, counts: [u16; 3]) -> Result<Option<Opt<'_>>, Malformed> {
+    let mut opt = None;
+    for (section, &n) in counts.iter().enumerate() {
+        for _ in 0..n {
+            let owner = i;
+            i = skip_name(msg, i).ok_or(Malformed)?;
+            let rtype = u16_at(msg, i).ok_or(Malformed)?;
+            let class = u16_at(msg, i + 2).ok_or(Malformed)?;
+            let ttl = msg.get(i + 4..i + 8).ok_or(Malformed)?;
+            let rdlen = u16_at(msg, i + 8).ok_or(Malformed)? as usize;
+            let rdata = msg.get(i + 10..i + 10 + rdlen).ok_or(Malformed)?;
+            i += 10 + rdlen;
+            if rtype == crate::zones::rtype::OPT {
+                // RFC 6891 §6.1.1: one OPT, owner root, in the additional section.
+                if section != 2 || opt.is_some() || msg[owner] != 0 {
+                    return Err(Malformed);
+                }
+                opt = Some(Opt { udp_size: class, version: ttl[1], options: rdata });
+            }
+        }
+    }
+    if i != msg.len() {
+        return Err(Malformed);
+    }
+    Ok(opt)
+}
+
+/// Writes a message into a caller-owned buffer. Overflow is remembered, not
+/// reported per call: the caller checks `overflow` once at the end.
+pub struct Writer<'o> {
+    pub buf: &'o mut [u8],
+    pub len: usize,
+    pub overflow: bool,
+}
+
+impl<'o> Writer<'o> {
+    pub fn new(buf: &'o mut [u8]) -> Self {
+        Writer { buf, len: 0, overflow: false }
+    }
+    pub fn put(&mut self, b: &[u8]) {
+        match self.buf.get_mut(self.len..self.len + b.len()) {
+            Some(d) => {
+                d.copy_from_slice(b);
+                self.len += b.len();
+            }
+            None => self.overflow = true,
+        }
+    }
+    pub fn u16(&mut self, v: u16) {
+        self.put(&v.to_be_bytes());
+    }
+    pub fn u32(&mut self, v: u32) {
+        self.put(&v.to_be_bytes());
+    }
+    pub fn set_u16(&mut self, at: usize, v: u16) {
+        if let Some(d) = self.buf.get_mut(at..at + 2) {
+            d.copy_from_slice(&v.to_be_bytes());
+        }
+    }
+}

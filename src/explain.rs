@@ -1,0 +1,189 @@
+//! Why a client gets the answer it gets: the same decision the DNS path makes,
+//! with every candidate's score components and the filters that removed POPs.
+
+use std::net::IpAddr;
+
+use serde_json::{Value, json};
+
+use crate::config::Snapshot;
+use crate::dns::ecs;
+use crate::geo::canonical;
+use crate::pops::Family;
+use crate::quality::Quality;
+use crate::scheduler::{self, Client, Source};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("`{0}` is not a scheduled name in any zone")]
+    NotScheduled(String),
+    #[error("`{0}` is not an ECS subnet (ADDRESS/PREFIX)")]
+    BadEcs(String),
+    #[error("type `{0}` is not A or AAAA")]
+    BadType(String),
+}
+
+/// The client as the DNS path would see it: `ecs` (a CIDR) when given with a
+/// non-zero prefix, else `resolver`.
+pub fn client(snap: &Snapshot, resolver: IpAddr, ecs_net: Option<&str>) -> Result<Client, ExplainError> {
+    let (ip, source, source_prefix, capped) = match ecs_net {
+        Some(s) => {
+            let net: ipnet::IpNet = s.parse().map_err(|_| ExplainError::BadEcs(s.to_string()))?;
+            let max = if net.addr().is_ipv4() { snap.ecs.max_source_v4 } else { snap.ecs.max_source_v6 };
+            if net.prefix_len() == 0 {
+                let ip = canonical(resolver);
+                (ip, Source::Resolver, full(ip), false)
+            } else {
+                let used = net.prefix_len().min(max);
+                (ecs::truncate(net.addr(), used), Source::Ecs, used, net.prefix_len() > used)
+            }
+        }
+        None => {
+            let ip = canonical(resolver);
+            (ip, Source::Resolver, full(ip), false)
+        }
+    };
+    let info = snap.geo.lookup(ip, &snap.isps, None);
+    let mut scope = info.cell_prefix();
+    if capped {
+        scope = scope.min(source_prefix);
+    }
+    Ok(Client { ip, source, source_prefix, info, scope })
+}
+
+fn full(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { 32 } else { 128 }
+}
+
+/// The explain JSON of the contract.
+pub fn explain(
+    snap: &Snapshot,
+    quality: &Quality,
+    name: &str,
+    resolver: IpAddr,
+    ecs_net: Option<&str>,
+    qtype: &str,
+) -> Result<Value, ExplainError> {
+    let family = match qtype.to_ascii_uppercase().as_str() {
+        "A" => Family::V4,
+        "AAAA" => Family::V6,
+        _ => return Err(ExplainError::BadType(qtype.to_string())),
+    };
+    let sid = snap.zones.find_scheduled(name).ok_or_else(|| ExplainError::NotScheduled(name.to_string()))?;
+    let sched = snap.zones.sched(sid);
+    let client = client(snap, resolver, ecs_net)?;
+    let mut cands = Vec::new();
+    let d = scheduler::decide(snap, quality, &client, sched, family, &mut cands);
+    let loc = &client.info.location;
+    let fqdn = name.trim_end_matches('.').to_ascii_lowercase();
+    let prefix = format!("{}/{}", client.ip, client.source_prefix);
+    let candidates: Vec<Value> = cands
+        .iter()
+        .map(|c| {
+            let pop = snap.pops.get(c.pop);
+            json!({
+                "pop": pop.id,
+                "distance_km": c.distance_km.map(round1),
+                "isp_match": c.isp_match,
+                "rtt_ms": round1(c.rtt_ms),
+                "loss": c.loss,
+                "group": c.group.map(|g| g.display(&snap.isps)),
+                "estimated": c.estimated,
+                "load": c.load,
+                "health": c.health.as_str(),
+                "drained": c.drained,
+                "score": round1(c.score),
+                "removed_by": c.removed_by.map(|r| r.as_str()),
+            })
+        })
+        .collect();
+    let pick = scheduler::address_index(&client);
+    let answer: Vec<String> = d
+        .pops()
+        .iter()
+        .filter_map(|id| {
+            let p = snap.pops.get(*id);
+            match family {
+                Family::V4 => p.ipv4.get(pick % p.ipv4.len().max(1)).map(|a| a.to_string()),
+                Family::V6 => p.ipv6.get(pick % p.ipv6.len().max(1)).map(|a| a.to_string()),
+            }
+        })
+        .collect();
+    Ok(json!({
+        "name": fqdn,
+        "type": if family == Family::V4 { "A" } else { "AAAA" },
+        "client": {
+            "address": client.ip.to_string(),
+            "source": client.source.as_str(),
+            "prefix": prefix,
+            "country": loc.country.map(|c| c.as_str().to_string()),
+            "region": match (loc.country, loc.region) {
+                (Some(c), Some(r)) => Some(format!("{}-{}", c.as_str(), r.as_str())),
+                _ => None,
+            },
+            "continent": loc.continent.map(|c| c.as_str().to_string()),
+            "coords": loc.coords.map(|c| [c.lat, c.lon]),
+            "asn": client.info.asn,
+            "isp": snap.isps.name(client.info.isp),
+        },
+        "rule": null,
+        "candidates": candidates,
+        "answer": answer,
+        "pops": d.pops().iter().map(|id| snap.pops.get(*id).id.clone()).collect::<Vec<_>>(),
+        "scope": if client.source == Source::Ecs { client.scope } else { 0 },
+        "fallback": d.fallback.map(|f| f.as_str()),
+        "signed": false,
+    }))
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// The explain JSON as a few readable lines.
+pub fn to_text(v: &Value) -> String {
+    let mut s = String::new();
+    let c = &v["client"];
+    s.push_str(&format!(
+        "{} {}\nclient {} ({}) prefix {}: country {} region {} continent {} coords {} asn {} isp {}\n",
+        v["name"].as_str().unwrap_or(""),
+        v["type"].as_str().unwrap_or(""),
+        c["address"].as_str().unwrap_or(""),
+        c["source"].as_str().unwrap_or(""),
+        c["prefix"].as_str().unwrap_or(""),
+        c["country"],
+        c["region"],
+        c["continent"],
+        c["coords"],
+        c["asn"],
+        c["isp"],
+    ));
+    s.push_str(&format!(
+        "{:<16} {:>9} {:>5} {:>8} {:>6} {:>5} {:<8} {:>8}  {}\n",
+        "pop", "km", "isp", "rtt_ms", "loss", "load", "health", "score", "removed_by/group"
+    ));
+    for cand in v["candidates"].as_array().into_iter().flatten() {
+        let num = |k: &str| cand[k].as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
+        let note = match (cand["removed_by"].as_str(), cand["group"].as_str()) {
+            (Some(r), _) => format!("removed: {r}"),
+            (None, Some(g)) => format!("measured: {g}"),
+            (None, None) => "estimated".to_string(),
+        };
+        s.push_str(&format!(
+            "{:<16} {:>9} {:>5} {:>8} {:>6} {:>5} {:<8} {:>8}  {}\n",
+            cand["pop"].as_str().unwrap_or(""),
+            num("distance_km"),
+            if cand["isp_match"].as_bool() == Some(true) { "same" } else { "cross" },
+            num("rtt_ms"),
+            num("loss"),
+            num("load"),
+            cand["health"].as_str().unwrap_or(""),
+            num("score"),
+            note
+        ));
+    }
+    s.push_str(&format!(
+        "answer {} pops {} scope /{} fallback {}\n",
+        v["answer"], v["pops"], v["scope"], v["fallback"]
+    ));
+    s
+}

@@ -1,0 +1,129 @@
+//! The POP inventory: what each point of presence is, where it stands, which
+//! ISP carries it and which addresses it answers with.
+//!
+//! A `PopId` is an index into `Pops::list`, fixed for one config generation.
+//! Coordinates are kept in radians with `cos(lat)` computed once, so a
+//! great-circle distance on the query path is a handful of multiplications.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::geo::{Coords, CountryCode, RegionCode};
+
+/// Index of a POP in the snapshot's list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PopId(pub u16);
+
+/// An ISP named in `isps`; 0 is `other`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct IspId(pub u8);
+
+impl IspId {
+    pub const OTHER: IspId = IspId(0);
+}
+
+/// Edge POPs answer users; regional (L2) POPs never do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    Edge,
+    Regional,
+}
+
+/// Health of a POP as the route-quality table sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    Up,
+    Down,
+    /// No fresh report: counts as the POP's `default_health`.
+    Unknown,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Up => "up",
+            Health::Down => "down",
+            Health::Unknown => "unknown",
+        }
+    }
+}
+
+/// The part of the world a scheduled name may be answered from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coverage {
+    /// Only POPs in the Chinese mainland (country CN; HK, MO, TW are other countries).
+    Mainland,
+    Global,
+    GlobalExcludingMainland,
+}
+
+impl Coverage {
+    pub fn parse(s: &str) -> Option<Coverage> {
+        match s {
+            "mainland" => Some(Coverage::Mainland),
+            "global" => Some(Coverage::Global),
+            "global-excluding-mainland" => Some(Coverage::GlobalExcludingMainland),
+            _ => None,
+        }
+    }
+    pub fn admits(self, pop: &Pop) -> bool {
+        match self {
+            Coverage::Mainland => pop.mainland,
+            Coverage::Global => true,
+            Coverage::GlobalExcludingMainland => !pop.mainland,
+        }
+    }
+}
+
+/// Address family of a query: A or AAAA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pop {
+    pub id: String,
+    pub country: CountryCode,
+    pub region: Option<RegionCode>,
+    pub coords: Coords,
+    pub isp: Option<IspId>,
+    pub ipv4: Vec<Ipv4Addr>,
+    pub ipv6: Vec<Ipv6Addr>,
+    pub capacity: u32,
+    pub tier: Tier,
+    /// What an unknown health counts as.
+    pub default_up: bool,
+    /// In the Chinese mainland (country CN).
+    pub mainland: bool,
+}
+
+impl Pop {
+    pub fn has_family(&self, f: Family) -> bool {
+        match f {
+            Family::V4 => !self.ipv4.is_empty(),
+            Family::V6 => !self.ipv6.is_empty(),
+        }
+    }
+}
+
+/// All POPs of one config generation.
+#[derive(Debug, Default)]
+pub struct Pops {
+    pub list: Vec<Pop>,
+}
+
+impl Pops {
+    pub fn get(&self, id: PopId) -> &Pop {
+        &self.list[id.0 as usize]
+    }
+    pub fn find(&self, name: &str) -> Option<PopId> {
+        self.list.iter().position(|p| p.id == name).map(|i| PopId(i as u16))
+    }
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}

@@ -1,0 +1,149 @@
+//! Which POP answers a client: pure functions over the config snapshot and the
+//! route-quality table. No I/O, no clock, no DNS types.
+//!
+//! 1. filter (`filter.rs`): tier edge, coverage, address family, health, drain, load;
+//! 2. score (`score.rs`): measured route quality from the client's most specific
+//!    group with fresh data, else distance and ISP match; plus the load penalty;
+//! 3. pick (`pick.rs`): among POPs within `spread_ms` of the best, a stable
+//!    capacity-weighted choice by a hash of the client's network at the scope
+//!    the answer returns, so every address inside the scope gets the same answer;
+//! 4. fail open when nothing is left: relax load, health, drain, then coverage.
+
+mod filter;
+mod pick;
+mod score;
+
+use std::net::IpAddr;
+
+use crate::config::Snapshot;
+use crate::geo::ClientInfo;
+use crate::pops::{Family, Health, PopId};
+use crate::quality::{GroupKey, Quality};
+use crate::zones::ScheduledName;
+
+pub use filter::Removal;
+
+/// Most addresses one answer carries.
+pub const MAX_ANSWERS: usize = 8;
+
+/// Where the client address came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Ecs,
+    Resolver,
+    Http,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Ecs => "ecs",
+            Source::Resolver => "resolver",
+            Source::Http => "http",
+        }
+    }
+}
+
+/// The client as the scheduler sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Client {
+    /// The address looked up (the ECS address truncated to the used source prefix).
+    pub ip: IpAddr,
+    pub source: Source,
+    /// Source prefix used (after the `ecs.max_source_*` cap); full length otherwise.
+    pub source_prefix: u8,
+    pub info: ClientInfo,
+    /// The ECS scope the answer returns: the client cell, capped at the used
+    /// source prefix when a longer one was truncated.
+    pub scope: u8,
+}
+
+/// Why the filters were relaxed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fallback {
+    Load,
+    Health,
+    Drain,
+    Coverage,
+}
+
+impl Fallback {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fallback::Load => "load",
+            Fallback::Health => "health",
+            Fallback::Drain => "drain",
+            Fallback::Coverage => "coverage",
+        }
+    }
+}
+
+/// One POP considered for an answer, with every input of its score.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate {
+    pub pop: PopId,
+    pub distance_km: Option<f64>,
+    pub isp_match: bool,
+    /// Measured, or estimated from distance and ISP match.
+    pub rtt_ms: f64,
+    pub loss: Option<f64>,
+    /// The group whose measurement was used.
+    pub group: Option<GroupKey>,
+    pub estimated: bool,
+    pub load: f64,
+    /// As the table reports it (unknown: no fresh report).
+    pub health: Health,
+    /// Health as scheduled: unknown counts as the POP's `default_health`.
+    pub up: bool,
+    pub drained: bool,
+    /// Load at or above `scoring.overload`.
+    pub overloaded: bool,
+    pub score: f64,
+    pub removed_by: Option<Removal>,
+}
+
+/// The answer: which POPs, in order, and why.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Decision {
+    pops: [PopId; MAX_ANSWERS],
+    len: u8,
+    pub fallback: Option<Fallback>,
+}
+
+impl Decision {
+    pub fn pops(&self) -> &[PopId] {
+        &self.pops[..self.len as usize]
+    }
+}
+
+/// Decide the POPs that answer `client` for `name` and `family`. `cands` is a
+/// caller-owned buffer (reused across queries); afterwards it holds every
+/// candidate with its score and the filter that removed it, for `explain`.
+pub fn decide(
+    snap: &Snapshot,
+    quality: &Quality,
+    client: &Client,
+    name: &ScheduledName,
+    family: Family,
+    cands: &mut Vec<Candidate>,
+) -> Decision {
+    score::evaluate(snap, quality, client, name.coverage, name.pops.iter().copied(), family, cands);
+    let hash = pick::client_hash(client.ip, client.scope);
+    let want = name.answers as usize;
+    for (level, fallback) in filter::LEVELS {
+        let d = pick::pick(snap, cands, want, hash, |c| filter::passes(c, level), fallback);
+        if d.len > 0 {
+            return d;
+        }
+    }
+    // Nothing in coverage: any edge POP of the family, wherever it is.
+    let all = (0..snap.pops.len()).map(|i| PopId(i as u16));
+    score::evaluate(snap, quality, client, crate::pops::Coverage::Global, all, family, cands);
+    pick::pick(snap, cands, want, hash, filter::any_edge_of_family, Some(Fallback::Coverage))
+}
+
+/// Which of a POP's addresses a client gets: the same stable hash at the
+/// answer's scope as the POP choice, so the scope stays truthful.
+pub fn address_index(client: &Client) -> usize {
+    (pick::client_hash(client.ip, client.scope) >> 17) as usize
+}

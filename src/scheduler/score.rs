@@ -1,0 +1,94 @@
+//! Scores in one currency, estimated milliseconds (lower is better).
+//!
+//! measured: `rtt_ms + loss * loss_ms` from the client's most specific group
+//! with fresh data for that POP (it already includes any cross-ISP cost);
+//! estimated: `km / km_per_ms`, plus `cross_isp_ms` when the POP sits on one
+//! ISP's network and it is not the client's (multi-line POPs match every ISP);
+//! both plus the load penalty `load * load_ms`.
+
+use super::{Candidate, Client, filter::Removal};
+use crate::config::Snapshot;
+use crate::pops::{Coverage, Family, Health, PopId, Tier};
+use crate::quality::{Quality, group};
+
+/// Fill `out` with one scored candidate per POP of `pops`.
+pub fn evaluate(
+    snap: &Snapshot,
+    quality: &Quality,
+    client: &Client,
+    coverage: Coverage,
+    pops: impl Iterator<Item = PopId>,
+    family: Family,
+    out: &mut Vec<Candidate>,
+) {
+    out.clear();
+    let s = &snap.scoring;
+    let (groups, ngroups) = group::client_groups(&client.info);
+    // Per group, the table's row (looked up once per query, not per POP).
+    let mut rows: [Option<&[Option<crate::quality::Route>]>; 6] = [None; 6];
+    if !quality.routes.is_empty() {
+        for (row, g) in rows.iter_mut().zip(&groups[..ngroups]) {
+            *row = quality.routes.get(g).map(|r| &r[..]);
+        }
+    }
+    let current = quality.config_generation == snap.generation;
+    for id in pops {
+        let pop = snap.pops.get(id);
+        let state = if current { quality.pop(id) } else { Default::default() };
+        let up = match state.health {
+            Health::Up => true,
+            Health::Down => false,
+            Health::Unknown => pop.default_up,
+        };
+        let load = state.load.unwrap_or(0.0);
+        let overloaded = load >= s.overload;
+        let isp_match = pop.isp.is_none_or(|i| i == client.info.isp);
+        let distance_km = client.info.location.coords.map(|c| c.distance_km(&pop.coords));
+        let measured = if current {
+            rows[..ngroups]
+                .iter()
+                .zip(&groups)
+                .find_map(|(row, g)| row.and_then(|r| r.get(id.0 as usize).copied().flatten()).map(|r| (r, *g)))
+        } else {
+            None
+        };
+        let (rtt_ms, loss, group, base) = match measured {
+            Some((r, g)) => (r.rtt_ms, Some(r.loss), Some(g), r.rtt_ms + r.loss * s.loss_ms),
+            None => {
+                let est = distance_km.unwrap_or(0.0) / s.km_per_ms + if isp_match { 0.0 } else { s.cross_isp_ms };
+                (est, None, None, est)
+            }
+        };
+        let removed_by = if pop.tier != Tier::Edge {
+            Some(Removal::Tier)
+        } else if !coverage.admits(pop) {
+            Some(Removal::Coverage)
+        } else if !pop.has_family(family) {
+            Some(Removal::Family)
+        } else if !up {
+            Some(Removal::Health)
+        } else if state.drained {
+            Some(Removal::Drained)
+        } else if overloaded {
+            Some(Removal::Overload)
+        } else {
+            None
+        };
+        out.push(Candidate {
+            pop: id,
+            distance_km,
+            isp_match,
+            rtt_ms,
+            loss,
+            group,
+            estimated: measured.is_none(),
+            load,
+            health: state.health,
+            up,
+            drained: state.drained,
+            overloaded,
+            score: base + load * s.load_ms,
+            removed_by,
+        });
+    }
+}

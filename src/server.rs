@@ -1,0 +1,152 @@
+//! Binds every socket, starts the workers, owns shutdown.
+//!
+//! `start` returns a [`ServerHandle`] that knows the addresses it bound (tests
+//! bind port 0) and stops everything on `shutdown`. The query path reads
+//! `Shared::snapshot` and `Shared::quality`; each has exactly one writer
+//! (reload for the first, the quality writer task for the second).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::Snapshot;
+use crate::dns::{self, Transport, answer::Summary};
+use crate::quality::{Quality, writer};
+
+/// Counters the query path bumps (exported by the metrics endpoint later).
+#[derive(Default)]
+pub struct Stats {
+    /// [transport][rcode bucket]
+    pub queries: [[AtomicU64; 8]; 2],
+    pub ecs_present: AtomicU64,
+    pub ecs_absent: AtomicU64,
+    pub truncated: AtomicU64,
+    /// Datagrams that got no answer (too short, or a response).
+    pub dropped: AtomicU64,
+}
+
+impl Stats {
+    pub fn record(&self, t: Transport, s: &Summary, _took: Duration) {
+        let bucket = match s.rcode {
+            0..=5 => s.rcode as usize,
+            16 => 6,
+            _ => 7,
+        };
+        self.queries[t as usize][bucket].fetch_add(1, Ordering::Relaxed);
+        if s.ecs { &self.ecs_present } else { &self.ecs_absent }.fetch_add(1, Ordering::Relaxed);
+        if s.truncated {
+            self.truncated.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What every worker reads.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub quality: ArcSwap<Quality>,
+    pub stats: Stats,
+    pub feed_stats: writer::FeedStats,
+    pub stopping: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot bind {proto} {addr}: {source}")]
+    Bind { proto: &'static str, addr: SocketAddr, source: std::io::Error },
+}
+
+pub struct ServerHandle {
+    pub dns_udp: Vec<SocketAddr>,
+    pub dns_tcp: Vec<SocketAddr>,
+    pub feed: Option<SocketAddr>,
+    pub shared: Arc<Shared>,
+    cancel: CancellationToken,
+    threads: Vec<JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Bind everything the snapshot's `listen` names and start serving. Must run
+/// inside a tokio runtime (TCP and the feed are tasks; UDP workers are threads).
+pub async fn start(snapshot: Snapshot) -> Result<ServerHandle, ServerError> {
+    let quality = Quality { config_generation: snapshot.generation, ..Default::default() };
+    let shared = Arc::new(Shared {
+        snapshot: ArcSwap::from_pointee(snapshot),
+        quality: ArcSwap::from_pointee(quality),
+        stats: Stats::default(),
+        feed_stats: writer::FeedStats::default(),
+        stopping: AtomicBool::new(false),
+    });
+    let snap = shared.snapshot.load_full();
+    let cancel = CancellationToken::new();
+    let mut handle = ServerHandle {
+        dns_udp: vec![],
+        dns_tcp: vec![],
+        feed: None,
+        shared: shared.clone(),
+        cancel: cancel.clone(),
+        threads: vec![],
+        tasks: vec![],
+    };
+    for addr in &snap.listen.dns {
+        let bind_err = |proto, source| ServerError::Bind { proto, addr: *addr, source };
+        let (udp, threads) =
+            dns::udp::start(*addr, snap.server.workers, shared.clone()).map_err(|e| bind_err("udp", e))?;
+        info!(proto = %"udp", addr = %udp, "listening");
+        handle.threads.extend(threads);
+        handle.dns_udp.push(udp);
+        // TCP on the port UDP got (they differ only when asked for port 0).
+        let tcp = dns::tcp::bind(udp).map_err(|e| bind_err("tcp", e))?;
+        let tcp_addr = tcp.local_addr().map_err(|e| bind_err("tcp", e))?;
+        info!(proto = %"tcp", addr = %tcp_addr, "listening");
+        handle.dns_tcp.push(tcp_addr);
+        handle.tasks.push(tokio::spawn(dns::tcp::serve(tcp, shared.clone(), cancel.clone())));
+    }
+    if let Some(addr) = snap.listen.feed {
+        let (bound, tasks) = writer::start(addr, shared.clone(), cancel.clone())
+            .await
+            .map_err(|source| ServerError::Bind { proto: "feed", addr, source })?;
+        info!(proto = %"feed", addr = %bound, "listening");
+        handle.feed = Some(bound);
+        handle.tasks.extend(tasks);
+    }
+    Ok(handle)
+}
+
+impl ServerHandle {
+    /// Load the config again and swap it in whole; on any error the running
+    /// snapshot keeps serving. Listening addresses are bound once: a change
+    /// there needs a restart (logged).
+    pub fn reload(&self, path: &std::path::Path) -> Result<u64, crate::config::ConfigError> {
+        let new = crate::config::load(path)?;
+        let old = self.shared.snapshot.load();
+        if new.listen.dns != old.listen.dns || new.listen.feed != old.listen.feed {
+            tracing::warn!("listen addresses changed: restart to bind them");
+        }
+        let generation = new.generation;
+        self.shared.snapshot.store(Arc::new(new));
+        writer::config_changed(&self.shared);
+        Ok(generation)
+    }
+
+    /// Stop every task and worker and wait for them.
+    pub async fn shutdown(self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
+        self.cancel.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
