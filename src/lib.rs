@@ -11,12 +11,14 @@
 //! - [`scheduler`]: pure functions over the snapshots: filters, scores, spread, ECS scope
 //! - [`dns`]: query bytes -> answer bytes (the one function every transport calls), UDP and TCP
 //! - [`explain`]: why a client gets the answer it gets
+//! - [`http`]: health, explain (and later metrics, admin, DoH, JSON, 302) over HTTP
 //! - [`server`]: binds sockets, spawns workers, owns shutdown
 
 pub mod config;
 pub mod dns;
 pub mod explain;
 pub mod geo;
+pub mod http;
 pub mod pops;
 pub mod quality;
 pub mod scheduler;

@@ -65,6 +65,7 @@ pub struct ServerHandle {
     pub dns_udp: Vec<SocketAddr>,
     pub dns_tcp: Vec<SocketAddr>,
     pub feed: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     cancel: CancellationToken,
     threads: Vec<JoinHandle<()>>,
@@ -88,6 +89,7 @@ pub async fn start(snapshot: Snapshot) -> Result<ServerHandle, ServerError> {
         dns_udp: vec![],
         dns_tcp: vec![],
         feed: None,
+        http: None,
         shared: shared.clone(),
         cancel: cancel.clone(),
         threads: vec![],
@@ -114,6 +116,14 @@ pub async fn start(snapshot: Snapshot) -> Result<ServerHandle, ServerError> {
         info!(proto = %"feed", addr = %bound, "listening");
         handle.feed = Some(bound);
         handle.tasks.extend(tasks);
+    }
+    if let Some(addr) = snap.listen.http {
+        let bind_err = |source| ServerError::Bind { proto: "http", addr, source };
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(bind_err)?;
+        let bound = l.local_addr().map_err(bind_err)?;
+        info!(proto = %"http", addr = %bound, "listening");
+        handle.http = Some(bound);
+        handle.tasks.push(tokio::spawn(crate::http::serve(l, shared.clone(), cancel.clone())));
     }
     Ok(handle)
 }

@@ -58,6 +58,13 @@ pub struct Setup {
     /// Extra top-level YAML (e.g. a `scoring:` section).
     pub extra: String,
     pub workers: usize,
+    /// Extra reporters `probe-0..N` with keys from `reporter_key(i)`.
+    pub extra_reporters: usize,
+}
+
+/// The secret of extra reporter `probe-<i>` (hex).
+pub fn reporter_key(i: usize) -> String {
+    format!("{:032x}", 0x5eed_0000_0000_0000_0000_0000_0000_0000u128 + i as u128)
 }
 
 impl Default for Setup {
@@ -71,6 +78,7 @@ impl Default for Setup {
             feed_extra: String::new(),
             extra: String::new(),
             workers: 2,
+            extra_reporters: 0,
         }
     }
 }
@@ -78,12 +86,16 @@ impl Default for Setup {
 impl Setup {
     /// Write popdns.yaml and feed-keys.yaml into `dir`; returns the config path.
     pub fn write(&self, dir: &Path) -> PathBuf {
-        let keys: String = TEST_REPORTERS.iter().map(|(id, k)| format!("{id}: \"{k}\"\n")).collect();
+        let mut keys: String = TEST_REPORTERS.iter().map(|(id, k)| format!("{id}: \"{k}\"\n")).collect();
+        for i in 0..self.extra_reporters {
+            keys.push_str(&format!("probe-{i}: \"{}\"\n", reporter_key(i)));
+        }
         std::fs::write(dir.join("feed-keys.yaml"), keys).unwrap();
         let yaml = format!(
             r#"listen:
   dns: ["127.0.0.1:0"]
   feed: "127.0.0.1:0"
+  http: "127.0.0.1:0"
 geo:
   location: {city}
   asn: {asn}
@@ -117,6 +129,7 @@ pub struct TestServer {
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
     pub feed: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
     pub config: PathBuf,
     pub handle: Option<popdns::server::ServerHandle>,
     pub rt: tokio::runtime::Runtime,
@@ -138,6 +151,7 @@ impl TestServer {
             udp: handle.dns_udp[0],
             tcp: handle.dns_tcp[0],
             feed: handle.feed,
+            http: handle.http,
             config,
             handle: Some(handle),
             rt,
