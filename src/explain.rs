@@ -6,8 +6,6 @@ use std::net::IpAddr;
 use serde_json::{Value, json};
 
 use crate::config::Snapshot;
-use crate::dns::ecs;
-use crate::geo::canonical;
 use crate::pops::Family;
 use crate::quality::Quality;
 use crate::scheduler::{self, Client, Source};
@@ -25,33 +23,17 @@ pub enum ExplainError {
 /// The client as the DNS path would see it: `ecs` (a CIDR) when given with a
 /// non-zero prefix, else `resolver`.
 pub fn client(snap: &Snapshot, resolver: IpAddr, ecs_net: Option<&str>) -> Result<Client, ExplainError> {
-    let (ip, source, source_prefix, capped) = match ecs_net {
+    match ecs_net {
         Some(s) => {
             let net: ipnet::IpNet = s.parse().map_err(|_| ExplainError::BadEcs(s.to_string()))?;
-            let max = if net.addr().is_ipv4() { snap.ecs.max_source_v4 } else { snap.ecs.max_source_v6 };
             if net.prefix_len() == 0 {
-                let ip = canonical(resolver);
-                (ip, Source::Resolver, full(ip), false)
+                Ok(Client::from_resolver(snap, resolver))
             } else {
-                let used = net.prefix_len().min(max);
-                (ecs::truncate(net.addr(), used), Source::Ecs, used, net.prefix_len() > used)
+                Ok(Client::from_ecs(snap, net.addr(), net.prefix_len()))
             }
         }
-        None => {
-            let ip = canonical(resolver);
-            (ip, Source::Resolver, full(ip), false)
-        }
-    };
-    let info = snap.geo.lookup(ip, &snap.isps, None);
-    let mut scope = info.cell_prefix();
-    if capped {
-        scope = scope.min(source_prefix);
+        None => Ok(Client::from_resolver(snap, resolver)),
     }
-    Ok(Client { ip, source, source_prefix, info, scope })
-}
-
-fn full(ip: IpAddr) -> u8 {
-    if ip.is_ipv4() { 32 } else { 128 }
 }
 
 /// The explain JSON of the contract.
@@ -121,8 +103,8 @@ pub fn explain(
                 _ => None,
             },
             "continent": loc.continent.map(|c| c.as_str().to_string()),
-            "coords": loc.coords.map(|c| [c.lat, c.lon]),
-            "asn": client.info.asn,
+            "coords": loc.coords.map(|c| [round4(c.lat()), round4(c.lon())]),
+            "asn": snap.geo.records(client.ip, &snap.isps).asn,
             "isp": snap.isps.name(client.info.isp),
         },
         "rule": null,
@@ -133,6 +115,10 @@ pub fn explain(
         "fallback": d.fallback.map(|f| f.as_str()),
         "signed": false,
     }))
+}
+
+fn round4(v: f64) -> f64 {
+    (v * 1e4).round() / 1e4
 }
 
 fn round1(v: f64) -> f64 {

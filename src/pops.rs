@@ -2,12 +2,12 @@
 //! ISP carries it and which addresses it answers with.
 //!
 //! A `PopId` is an index into `Pops::list`, fixed for one config generation.
-//! Coordinates are kept in radians with `cos(lat)` computed once, so a
-//! great-circle distance on the query path is a handful of multiplications.
+//! Coordinates are kept as unit vectors computed once, so a great-circle
+//! distance on the query path is one chord: a few multiplications and an asin.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::geo::{Coords, CountryCode, RegionCode};
+use crate::geo::{Coords, CountryCode, RegionCode, Unit};
 
 /// Index of a POP in the snapshot's list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,6 +87,8 @@ pub struct Pop {
     pub country: CountryCode,
     pub region: Option<RegionCode>,
     pub coords: Coords,
+    /// `coords` as a unit vector, computed once for the distance formula.
+    pub unit: Unit,
     pub isp: Option<IspId>,
     pub ipv4: Vec<Ipv4Addr>,
     pub ipv6: Vec<Ipv6Addr>,

@@ -97,13 +97,10 @@ pub async fn start(snapshot: Snapshot) -> Result<ServerHandle, ServerError> {
     };
     for addr in &snap.listen.dns {
         let bind_err = |proto, source| ServerError::Bind { proto, addr: *addr, source };
-        let (udp, threads) =
-            dns::udp::start(*addr, snap.server.workers, shared.clone()).map_err(|e| bind_err("udp", e))?;
+        let (udp, sockets, tcp) = bind_dns(*addr, snap.server.workers).map_err(|(p, e)| bind_err(p, e))?;
         info!(proto = %"udp", addr = %udp, "listening");
-        handle.threads.extend(threads);
+        handle.threads.extend(dns::udp::spawn(sockets, shared.clone()).map_err(|e| bind_err("udp", e))?);
         handle.dns_udp.push(udp);
-        // TCP on the port UDP got (they differ only when asked for port 0).
-        let tcp = dns::tcp::bind(udp).map_err(|e| bind_err("tcp", e))?;
         let tcp_addr = tcp.local_addr().map_err(|e| bind_err("tcp", e))?;
         info!(proto = %"tcp", addr = %tcp_addr, "listening");
         handle.dns_tcp.push(tcp_addr);
@@ -126,6 +123,25 @@ pub async fn start(snapshot: Snapshot) -> Result<ServerHandle, ServerError> {
         handle.tasks.push(tokio::spawn(crate::http::serve(l, shared.clone(), cancel.clone())));
     }
     Ok(handle)
+}
+
+/// UDP sockets and a TCP listener on the same port. With port 0 the port is
+/// the one UDP got; if TCP cannot have it (another socket holds it), try again
+/// with a fresh port, a few times.
+#[allow(clippy::type_complexity)]
+fn bind_dns(
+    addr: SocketAddr,
+    workers: usize,
+) -> Result<(SocketAddr, Vec<std::net::UdpSocket>, tokio::net::TcpListener), (&'static str, std::io::Error)> {
+    let mut attempt = 0;
+    loop {
+        let (udp, sockets) = dns::udp::bind(addr, workers).map_err(|e| ("udp", e))?;
+        match dns::tcp::bind(udp) {
+            Ok(tcp) => return Ok((udp, sockets, tcp)),
+            Err(e) if addr.port() == 0 && attempt < 16 && e.kind() == std::io::ErrorKind::AddrInUse => attempt += 1,
+            Err(e) => return Err(("tcp", e)),
+        }
+    }
 }
 
 impl ServerHandle {

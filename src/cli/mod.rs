@@ -111,7 +111,9 @@ pub fn run() -> Result<(), Failure> {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Plain text when stderr is not a terminal, so `listening proto=udp addr=…` can be grepped.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
 fn load(path: &Path) -> Result<Snapshot, Failure> {
@@ -203,7 +205,8 @@ fn explain(
 
 fn geo(path: &Path, ip: IpAddr) -> Result<(), Failure> {
     let snap = load(path)?;
-    let info = snap.geo.lookup(ip, &snap.isps, None);
+    let info = snap.geo.records(ip, &snap.isps);
+    let cell = snap.geo.client(ip);
     let loc = &info.location;
     let net = |p: u8| format!("{}/{}", popdns::dns::ecs::truncate(ip, p), p);
     println!("address     {ip}");
@@ -211,9 +214,9 @@ fn geo(path: &Path, ip: IpAddr) -> Result<(), Failure> {
     println!("country     {}", loc.country.map_or("-".into(), |c| c.as_str().to_string()));
     println!("subdivision {}", loc.region.map_or("-".into(), |r| r.as_str().to_string()));
     println!("continent   {}", loc.continent.map_or("-".into(), |c| c.as_str().to_string()));
-    println!("coords      {}", loc.coords.map_or("-".into(), |c| format!("{:.4}, {:.4}", c.lat, c.lon)));
+    println!("coords      {}", loc.coords.map_or("-".into(), |c| format!("{:.4}, {:.4}", c.lat(), c.lon())));
     println!("asn         {} ({})", info.asn.map_or("-".into(), |a| a.to_string()), net(info.asn_prefix));
     println!("isp         {}", snap.isps.name(info.isp));
-    println!("cell        {}", net(info.cell_prefix()));
+    println!("cell        {} (cell {})", net(cell.prefix), cell.cell.0);
     Ok(())
 }

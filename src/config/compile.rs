@@ -102,7 +102,7 @@ pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
 
     let listen = listen(&ctx, &main.listen)?;
     let isps = isps(&ctx, &main.isps)?;
-    let geo = Databases::open(&base.join(&main.geo.location), &base.join(&main.geo.asn))
+    let geo = Databases::open(&base.join(&main.geo.location), &base.join(&main.geo.asn), &isps)
         .map_err(|e| ctx.err(&ypath!["geo"], e.to_string()))?;
     let pops = pops(&base.join(&main.pops), &isps, &mut warnings)?;
     let zones = zones(&base.join(&main.zones), &pops, &ctx)?;
@@ -373,6 +373,7 @@ fn pops(file: &Path, isps: &IspMap, warnings: &mut Vec<ConfigWarning>) -> Result
             country,
             region,
             coords,
+            unit: coords.unit(),
             isp,
             ipv4,
             ipv6,

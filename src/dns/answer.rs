@@ -21,10 +21,9 @@ use std::net::IpAddr;
 use super::ecs::{self, ClientSubnet};
 use super::wire::{self, HEADER_LEN, Question, Writer, rcode};
 use crate::config::Snapshot;
-use crate::geo::{LocationCache, canonical};
 use crate::pops::Family;
 use crate::quality::Quality;
-use crate::scheduler::{self, Candidate, Client, Decision, Source};
+use crate::scheduler::{self, Candidate, Client, Decision};
 use crate::zones::{NameMatch, RRset, Zone, rtype};
 
 const OPCODE_QUERY: u16 = 0;
@@ -41,21 +40,13 @@ pub enum Transport {
 
 /// Per-worker state reused across queries.
 pub struct Scratch {
-    pub cache: LocationCache,
     pub cands: Vec<Candidate>,
     lname: [u8; 256],
 }
 
 impl Default for Scratch {
     fn default() -> Self {
-        Scratch::with_cache_slots(1 << 14)
-    }
-}
-
-impl Scratch {
-    /// `slots` (a power of two) decoded location records are kept.
-    pub fn with_cache_slots(slots: usize) -> Scratch {
-        Scratch { cache: LocationCache::with_slots(slots), cands: Vec::with_capacity(64), lname: [0; 256] }
+        Scratch { cands: Vec::with_capacity(64), lname: [0; 256] }
     }
 }
 
@@ -133,8 +124,7 @@ pub fn answer(
         return Some(r.finish_bare(rcode::REFUSED, edns, &mut summary));
     };
     r.start(true);
-    let mut ctx =
-        Lookup { snap, quality, cands: &mut scratch.cands, cache: &mut scratch.cache, ecs, peer, scope: None };
+    let mut ctx = Lookup { snap, quality, cands: &mut scratch.cands, ecs, peer, scope: None };
     let code = ctx.resolve(&mut r, zone, q);
     let scope = ctx.scope.unwrap_or(0);
     let edns = edns.map(|e| EdnsOut { scope, ..e });
@@ -273,7 +263,6 @@ struct Lookup<'a> {
     snap: &'a Snapshot,
     quality: &'a Quality,
     cands: &'a mut Vec<Candidate>,
-    cache: &'a mut LocationCache,
     ecs: Option<ClientSubnet>,
     peer: IpAddr,
     /// Set when the answer depends on the client.
@@ -358,26 +347,10 @@ impl<'s> Lookup<'s> {
     /// The client: the ECS address when the query carries a non-zero source
     /// prefix (capped at `ecs.max_source_*`), else the resolver's address.
     fn client(&mut self) -> Client {
-        let snap = self.snap;
-        let (ip, source, source_prefix, capped) = match self.ecs {
-            Some(e) if e.source > 0 => {
-                let max = if e.family == 1 { snap.ecs.max_source_v4 } else { snap.ecs.max_source_v6 };
-                let used = e.source.min(max);
-                (ecs::truncate(e.addr(), used), Source::Ecs, used, e.source > used)
-            }
-            _ => {
-                let ip = canonical(self.peer);
-                (ip, Source::Resolver, if ip.is_ipv4() { 32 } else { 128 }, false)
-            }
-        };
-        let info = snap.geo.lookup(ip, &snap.isps, Some(self.cache));
-        let mut scope = info.cell_prefix();
-        // Addresses beyond a truncated source were not looked at: the answer
-        // can only be vouched for down to the prefix that was.
-        if capped {
-            scope = scope.min(source_prefix);
+        match self.ecs {
+            Some(e) if e.source > 0 => Client::from_ecs(self.snap, e.addr(), e.source),
+            _ => Client::from_resolver(self.snap, self.peer),
         }
-        Client { ip, source, source_prefix, info, scope }
     }
 
     fn write_pops(

@@ -53,7 +53,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Cancellat
 
 async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let idle = shared.snapshot.load().server.tcp_idle;
-    let mut scratch = Scratch::with_cache_slots(64);
+    let mut scratch = Scratch::default();
     let mut inbuf = vec![0u8; 65535];
     let mut outbuf = vec![0u8; 65535 + 2];
     loop {

@@ -3,11 +3,11 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use maxminddb::{LookupResult, Mmap, PathElement, Reader};
 
-use super::{ClientInfo, Continent, Coords, CountryCode, IspMap, Location, LocationCache, RegionCode};
+use super::cells::Cells;
+use super::{ClientInfo, Continent, Coords, CountryCode, IspMap, Location, Records, RegionCode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GeoError {
@@ -17,14 +17,12 @@ pub enum GeoError {
     Layout { path: PathBuf, found: String, expected: &'static str },
 }
 
-static LOAD_IDS: AtomicU64 = AtomicU64::new(1);
-
-/// The location (City or Country layout) and ASN databases, memory-mapped.
+/// The location (City or Country layout) and ASN databases, memory-mapped,
+/// and the client-cell table compiled from them.
 pub struct Databases {
     location: Reader<Mmap>,
     asn: Reader<Mmap>,
-    /// Unique per load: keys worker caches so a reload never serves stale records.
-    load_id: u64,
+    pub cells: Cells,
 }
 
 impl std::fmt::Debug for Databases {
@@ -32,6 +30,7 @@ impl std::fmt::Debug for Databases {
         f.debug_struct("Databases")
             .field("location", &self.location.metadata().database_type)
             .field("asn", &self.asn.metadata().database_type)
+            .field("cells", &self.cells)
             .finish()
     }
 }
@@ -44,7 +43,9 @@ fn open(path: &Path) -> Result<Reader<Mmap>, GeoError> {
 }
 
 impl Databases {
-    pub fn open(location: &Path, asn: &Path) -> Result<Databases, GeoError> {
+    /// Open both databases and compile the cell table (for the real 14.7M-network
+    /// City database this walks every network once; see the README for the time it takes).
+    pub fn open(location: &Path, asn: &Path, isps: &IspMap) -> Result<Databases, GeoError> {
         let loc = open(location)?;
         let t = &loc.metadata().database_type;
         if !(t.contains("City") || t.contains("Country")) {
@@ -55,7 +56,11 @@ impl Databases {
         if !(t.contains("ASN") || t.contains("ISP")) {
             return Err(GeoError::Layout { path: asn.into(), found: t.clone(), expected: "ASN" });
         }
-        Ok(Databases { location: loc, asn: asn_db, load_id: LOAD_IDS.fetch_add(1, Ordering::Relaxed) })
+        let cells = Cells::build(&loc, &asn_db, isps);
+        // The build touched every page of both files. Map them afresh so the
+        // pages stay out of memory until explain or `geo` reads them.
+        drop((loc, asn_db));
+        Ok(Databases { location: open(location)?, asn: open(asn)?, cells })
     }
 
     /// Build epochs (seconds) of the location and ASN databases.
@@ -63,38 +68,34 @@ impl Databases {
         (self.location.metadata().build_epoch, self.asn.metadata().build_epoch)
     }
 
-    /// Location, ASN, ISP and the two records' prefixes. Never fails: a
-    /// database error reads as "unknown" with the widest prefix the tree gave.
-    pub fn lookup(&self, ip: IpAddr, isps: &IspMap, cache: Option<&mut LocationCache>) -> ClientInfo {
+    /// The client as the query path sees it: one cell lookup.
+    pub fn client(&self, ip: IpAddr) -> ClientInfo {
+        let hit = self.cells.lookup(ip);
+        let cell = self.cells.cell(hit.cell);
+        ClientInfo { location: cell.location, isp: cell.isp, cell: hit.cell, prefix: hit.prefix }
+    }
+
+    /// What the two databases say of an address, record by record (for `geo`,
+    /// explain and the tests that check the cell table against the databases).
+    /// Never fails: a database error reads as "unknown" with the full prefix.
+    pub fn records(&self, ip: IpAddr, isps: &IspMap) -> Records {
         let full = if ip.is_ipv4() { 32 } else { 128 };
         let (location, location_prefix) = match self.location.lookup(ip) {
             Ok(res) => {
-                let prefix = prefix_of(&res, full);
-                let loc = match (res.offset(), cache) {
-                    (None, _) => Location::default(),
-                    (Some(off), Some(cache)) => match cache.get(self.load_id, off) {
-                        Some(loc) => loc,
-                        None => {
-                            let loc = decode_location(&res);
-                            cache.put(self.load_id, off, loc);
-                            loc
-                        }
-                    },
-                    (Some(_), None) => decode_location(&res),
-                };
-                (loc, prefix)
+                (if res.has_data() { decode_location(&res) } else { Location::default() }, prefix_of(&res, full))
             }
             Err(_) => (Location::default(), full),
         };
         let (asn, asn_prefix) = match self.asn.lookup(ip) {
-            Ok(res) => {
-                let asn = res.decode_path::<u32>(&[PathElement::Key("autonomous_system_number")]).ok().flatten();
-                (asn, prefix_of(&res, full))
-            }
+            Ok(res) => (decode_asn(&res), prefix_of(&res, full)),
             Err(_) => (None, full),
         };
-        ClientInfo { location, asn, isp: isps.of_asn(asn), location_prefix, asn_prefix }
+        Records { location, location_prefix, asn, asn_prefix, isp: isps.of_asn(asn) }
     }
+}
+
+pub(super) fn decode_asn<S: AsRef<[u8]>>(res: &LookupResult<'_, S>) -> Option<u32> {
+    res.decode_path::<u32>(&[PathElement::Key("autonomous_system_number")]).ok().flatten()
 }
 
 fn prefix_of<S: AsRef<[u8]>>(res: &LookupResult<'_, S>, full: u8) -> u8 {
@@ -104,7 +105,7 @@ fn prefix_of<S: AsRef<[u8]>>(res: &LookupResult<'_, S>, full: u8) -> u8 {
     }
 }
 
-fn decode_location<S: AsRef<[u8]>>(res: &LookupResult<'_, S>) -> Location {
+pub(super) fn decode_location<S: AsRef<[u8]>>(res: &LookupResult<'_, S>) -> Location {
     use PathElement::{Index, Key};
     let s = |p: &[PathElement<'_>]| res.decode_path::<&str>(p).ok().flatten();
     let f = |p: &[PathElement<'_>]| res.decode_path::<f64>(p).ok().flatten();

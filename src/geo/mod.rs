@@ -2,11 +2,11 @@
 //! address gets the same location and ISP (the cell), which bounds the ECS scope.
 //!
 //! Both databases are memory-mapped MaxMind DB files (`mmdb.rs` is the only
-//! file that knows their field names). A lookup is two tree walks; the location
-//! record is decoded once per record and then served from a small per-worker
-//! cache keyed by the record's offset, so the query path does not allocate.
+//! file that knows their field names). At load they are compiled into the
+//! client-cell table (`cells.rs`); the query path does one lookup there.
 
 pub mod build;
+pub mod cells;
 pub mod mmdb;
 
 use std::collections::HashMap;
@@ -75,34 +75,48 @@ impl Continent {
     }
 }
 
-/// A point on the globe, with what the distance formula needs precomputed.
+/// A point on the globe. Stored compactly (the cell table holds one per
+/// distinct location); [`Unit`] is what distances are computed from.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Coords {
-    pub lat: f64,
-    pub lon: f64,
-    lat_rad: f64,
-    lon_rad: f64,
-    cos_lat: f64,
+    lat: f32,
+    lon: f32,
 }
+
+/// A point as a unit vector: the distance between two is one chord.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Unit([f64; 3]);
 
 impl Coords {
     /// None unless -90 <= lat <= 90 and -180 <= lon <= 180.
     pub fn new(lat: f64, lon: f64) -> Option<Coords> {
-        if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
-            return None;
-        }
-        let lat_rad = lat.to_radians();
-        Some(Coords { lat, lon, lat_rad, lon_rad: lon.to_radians(), cos_lat: lat_rad.cos() })
+        ((-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon))
+            .then_some(Coords { lat: lat as f32, lon: lon as f32 })
     }
-
-    /// Great-circle distance in km (haversine, mean Earth radius 6371 km).
+    pub fn lat(&self) -> f64 {
+        self.lat as f64
+    }
+    pub fn lon(&self) -> f64 {
+        self.lon as f64
+    }
+    pub fn unit(&self) -> Unit {
+        let (la, lo) = (self.lat().to_radians(), self.lon().to_radians());
+        Unit([la.cos() * lo.cos(), la.cos() * lo.sin(), la.sin()])
+    }
+    /// Great-circle distance in km (mean Earth radius 6371 km).
     pub fn distance_km(&self, other: &Coords) -> f64 {
-        let dlat = (other.lat_rad - self.lat_rad) * 0.5;
-        let dlon = (other.lon_rad - self.lon_rad) * 0.5;
-        let s1 = dlat.sin();
-        let s2 = dlon.sin();
-        let h = s1 * s1 + self.cos_lat * other.cos_lat * s2 * s2;
-        2.0 * 6371.0 * h.min(1.0).sqrt().asin()
+        self.unit().distance_km(&other.unit())
+    }
+}
+
+impl Unit {
+    /// Great-circle distance in km from the chord: 2 R asin(chord / 2), exact
+    /// for short and long distances alike.
+    pub fn distance_km(&self, o: &Unit) -> f64 {
+        let (a, b) = (self.0, o.0);
+        let d = [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
+        let chord = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+        2.0 * 6371.0 * (chord * 0.5).min(1.0).asin()
     }
 }
 
@@ -116,24 +130,26 @@ pub struct Location {
     pub coords: Option<Coords>,
 }
 
-/// Everything the scheduler reads about a client.
+/// Everything the scheduler reads about a client: its cell.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ClientInfo {
     pub location: Location,
-    pub asn: Option<u32>,
     pub isp: IspId,
-    /// Prefix length of the location record's network (or the empty subtree it fell in).
-    pub location_prefix: u8,
-    /// Prefix length of the ASN record's network.
-    pub asn_prefix: u8,
+    pub cell: cells::CellId,
+    /// The largest network around the address inside the cell's range: every
+    /// address in it has the same location and ISP, hence the same answer.
+    pub prefix: u8,
 }
 
-impl ClientInfo {
-    /// The client cell: the intersection of the two records' networks, inside
-    /// which every address has the same location and ISP.
-    pub fn cell_prefix(&self) -> u8 {
-        self.location_prefix.max(self.asn_prefix)
-    }
+/// What the two databases say of an address, record by record.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Records {
+    pub location: Location,
+    /// Prefix length of the location record's network (or the empty subtree it fell in).
+    pub location_prefix: u8,
+    pub asn: Option<u32>,
+    pub asn_prefix: u8,
+    pub isp: IspId,
 }
 
 /// Maps origin ASNs to the ISPs named in `isps`.
@@ -156,34 +172,6 @@ impl IspMap {
     }
     pub fn name(&self, id: IspId) -> &str {
         self.names.get(id.0 as usize).map(String::as_str).unwrap_or("other")
-    }
-}
-
-/// A small direct-mapped cache of decoded location records, one per worker.
-/// Keyed by the record's offset in the data section and the databases' load id,
-/// so a reload never serves a stale record.
-pub struct LocationCache {
-    slots: Box<[(u64, u32, Location)]>,
-}
-
-impl LocationCache {
-    /// `slots` is rounded up to a power of two.
-    pub fn with_slots(slots: usize) -> LocationCache {
-        let n = slots.max(1).next_power_of_two();
-        LocationCache { slots: vec![(0, u32::MAX, Location::default()); n].into_boxed_slice() }
-    }
-
-    fn slot(&mut self, offset: usize) -> &mut (u64, u32, Location) {
-        let h = (offset as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
-        let i = (h as usize) & (self.slots.len() - 1);
-        &mut self.slots[i]
-    }
-    pub fn get(&mut self, load_id: u64, offset: usize) -> Option<Location> {
-        let s = self.slot(offset);
-        (s.0 == load_id && s.1 as usize == offset).then_some(s.2)
-    }
-    pub fn put(&mut self, load_id: u64, offset: usize, loc: Location) {
-        *self.slot(offset) = (load_id, offset as u32, loc);
     }
 }
 

@@ -58,6 +58,29 @@ pub struct Client {
     pub scope: u8,
 }
 
+impl Client {
+    /// The client of a query with ECS (non-zero source prefix): the address
+    /// truncated to `ecs.max_source_*`.
+    pub fn from_ecs(snap: &Snapshot, addr: IpAddr, source: u8) -> Client {
+        let max = if addr.is_ipv4() { snap.ecs.max_source_v4 } else { snap.ecs.max_source_v6 };
+        let used = source.min(max);
+        let ip = crate::dns::ecs::truncate(addr, used);
+        let info = snap.geo.client(ip);
+        // Addresses past a truncated source were not looked at: the answer can
+        // only be vouched for down to the prefix that was.
+        let scope = if source > used { info.prefix.min(used) } else { info.prefix };
+        Client { ip, source: Source::Ecs, source_prefix: used, info, scope }
+    }
+
+    /// The client of a query without ECS (or with source prefix 0): the resolver.
+    pub fn from_resolver(snap: &Snapshot, peer: IpAddr) -> Client {
+        let ip = crate::geo::canonical(peer);
+        let info = snap.geo.client(ip);
+        let full = if ip.is_ipv4() { 32 } else { 128 };
+        Client { ip, source: Source::Resolver, source_prefix: full, info, scope: info.prefix }
+    }
+}
+
 /// Why the filters were relaxed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fallback {

@@ -32,6 +32,7 @@ pub fn evaluate(
         }
     }
     let current = quality.config_generation == snap.generation;
+    let client_unit = client.info.location.coords.map(|c| c.unit());
     for id in pops {
         let pop = snap.pops.get(id);
         let state = if current { quality.pop(id) } else { Default::default() };
@@ -43,7 +44,7 @@ pub fn evaluate(
         let load = state.load.unwrap_or(0.0);
         let overloaded = load >= s.overload;
         let isp_match = pop.isp.is_none_or(|i| i == client.info.isp);
-        let distance_km = client.info.location.coords.map(|c| c.distance_km(&pop.coords));
+        let distance_km = client_unit.map(|u| u.distance_km(&pop.unit));
         let measured = if current {
             rows[..ngroups]
                 .iter()

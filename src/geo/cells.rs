@@ -1,0 +1,370 @@
+//! The client-cell table: the location database, the ASN database and the
+//! ISP map compiled into one partition of the address space, so a client
+//! costs one lookup that yields its location, its ISP and the network around
+//! it inside which every address has the same decision inputs (the ECS scope).
+//!
+//! This is gdnsd's approach (`gdgeoip2.c` walks the MaxMind tree into an
+//! `nlist` that merges neighbouring networks with the same answer into the
+//! largest supernet): both trees are walked once at load, neighbouring
+//! networks with the same (location, ISP) are merged into one range, and
+//! equal locations are stored once. IPv4 and IPv6 are separate sorted range
+//! tables; IPv4 has a /16 index in front of its binary search.
+//!
+//! Invariant: the ranges of each family partition the whole space, in order;
+//! range `i` covers `starts[i] ..= starts[i + 1] - 1` (the last one to the end).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use maxminddb::{Mmap, Reader, WithinOptions};
+
+use super::{IspMap, Location};
+use crate::pops::IspId;
+
+/// Index of a cell in `Cells::cells`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CellId(pub u32);
+
+/// What a cell knows: everything the scheduler reads about a client.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Cell {
+    pub location: Location,
+    pub isp: IspId,
+}
+
+/// A cell and the largest network around the address inside its range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hit {
+    pub cell: CellId,
+    pub prefix: u8,
+}
+
+pub struct Cells {
+    /// (first address, cell id) of each IPv4 range.
+    v4: Vec<(u32, u32)>,
+    /// For each /16, the index of the range that holds its first address.
+    v4_index: Vec<u32>,
+    /// (first /64, cell id) of each IPv6 range: IPv6 is tabled at /64
+    /// granularity (ECS sources stop at /56 by default; a database network
+    /// longer than /64 counts as the one that holds its /64's first address).
+    v6: Vec<(u64, u32)>,
+    /// (location index, ISP) of each cell.
+    cells: Vec<(u32, IspId)>,
+    locations: Vec<Location>,
+}
+
+impl std::fmt::Debug for Cells {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cells")
+            .field("v4_ranges", &self.v4.len())
+            .field("v6_ranges", &self.v6.len())
+            .field("cells", &self.cells.len())
+            .field("locations", &self.locations.len())
+            .finish()
+    }
+}
+
+/// No data: a partition value for gaps.
+const NONE: u32 = u32::MAX;
+
+impl Cells {
+    /// Walk both databases and build the table. Cell 0 is "unknown location, ISP other".
+    pub fn build(location: &Reader<Mmap>, asn: &Reader<Mmap>, isps: &IspMap) -> Cells {
+        let mut locs = Interner::<LocKey>::default();
+        let mut loc_values: Vec<Location> = Vec::new();
+        let mut loc_of_offset: HashMap<usize, u32> = HashMap::new();
+        let mut loc_value = |res: &maxminddb::LookupResult<'_, Mmap>| -> u32 {
+            let Some(off) = res.offset() else { return NONE };
+            *loc_of_offset.entry(off).or_insert_with(|| {
+                let loc = super::mmdb::decode_location(res);
+                let (id, new) = locs.intern(LocKey::of(&loc));
+                if new {
+                    loc_values.push(loc);
+                }
+                id
+            })
+        };
+        let mut isp_of_offset: HashMap<usize, u32> = HashMap::new();
+        let mut isp_value = |res: &maxminddb::LookupResult<'_, Mmap>| -> u32 {
+            let Some(off) = res.offset() else { return NONE };
+            *isp_of_offset.entry(off).or_insert_with(|| isps.of_asn(super::mmdb::decode_asn(res)).0 as u32)
+        };
+        let v4_loc = partition(location, Family::V4, &mut loc_value);
+        let v4_isp = partition(asn, Family::V4, &mut isp_value);
+        let v6_loc = partition(location, Family::V6, &mut loc_value);
+        let v6_isp = partition(asn, Family::V6, &mut isp_value);
+
+        // The unknown location is the last one; cell 0 is "unknown, ISP other".
+        let unknown = loc_values.len() as u32;
+        loc_values.push(Location::default());
+        let mut cells = Interner::<(u32, u32)>::default();
+        let mut cell_values = Vec::new();
+        let mut cell_of = |loc: u32, isp: u32| -> u32 {
+            let (id, new) = cells.intern((loc, isp));
+            if new {
+                let loc = if loc == NONE { unknown } else { loc };
+                cell_values.push((loc, if isp == NONE { IspId::OTHER } else { IspId(isp as u8) }));
+            }
+            id
+        };
+        cell_of(NONE, IspId::OTHER.0 as u32);
+        let v4: Vec<(u32, u32)> =
+            merge(&v4_loc, &v4_isp, &mut cell_of).into_iter().map(|(s, c)| (s as u32, c)).collect();
+        let v6 = to_slash64(merge(&v6_loc, &v6_isp, &mut cell_of));
+        let v4_index = (0..=u16::MAX as u32).map(|hi| (v4.partition_point(|r| r.0 <= hi << 16) - 1) as u32).collect();
+        Cells { v4, v4_index, v6, cells: cell_values, locations: loc_values }
+    }
+
+    pub fn cell(&self, id: CellId) -> Cell {
+        let (loc, isp) = self.cells[id.0 as usize];
+        Cell { location: self.locations[loc as usize], isp }
+    }
+
+    pub fn lookup(&self, ip: IpAddr) -> Hit {
+        match ip {
+            IpAddr::V4(a) => {
+                let x = u32::from(a);
+                let hi = (x >> 16) as usize;
+                let lo = self.v4_index[hi] as usize;
+                let hi_end = self.v4_index.get(hi + 1).map_or(self.v4.len(), |&i| i as usize + 1);
+                let i = lo + self.v4[lo..hi_end].partition_point(|r| r.0 <= x) - 1;
+                let end = self.v4.get(i + 1).map_or(u32::MAX as u64, |r| r.0 as u64 - 1);
+                let prefix = largest_block(x as u64, self.v4[i].0 as u64, end, 32);
+                Hit { cell: CellId(self.v4[i].1), prefix }
+            }
+            IpAddr::V6(a) => {
+                let x = (u128::from(a) >> 64) as u64;
+                let i = self.v6.partition_point(|r| r.0 <= x) - 1;
+                let end = self.v6.get(i + 1).map_or(u64::MAX, |r| r.0 - 1);
+                let prefix = largest_block(x, self.v6[i].0, end, 64);
+                Hit { cell: CellId(self.v6[i].1), prefix }
+            }
+        }
+    }
+
+    /// Bytes held by the tables (for reports of memory use).
+    pub fn heap_bytes(&self) -> usize {
+        self.v4.len() * 8
+            + self.v4_index.len() * 4
+            + self.v6.len() * 16
+            + self.cells.len() * 8
+            + self.locations.len() * std::mem::size_of::<Location>()
+    }
+}
+
+/// IPv6 ranges at /64 granularity: a /64 belongs to the range that holds its
+/// first address (see `Cells::v6`).
+fn to_slash64(ranges: Vec<(u128, u32)>) -> Vec<(u64, u32)> {
+    let mut out: Vec<(u64, u32)> = Vec::with_capacity(ranges.len());
+    for (s, c) in ranges {
+        let lo = s as u64 != 0;
+        let Some(start) = ((s >> 64) as u64).checked_add(u64::from(lo)) else { continue };
+        // Several ranges starting inside one /64: the last one holds the next boundary.
+        if out.last().is_some_and(|l| l.0 == start) {
+            out.pop();
+        }
+        if out.last().is_none_or(|l| l.1 != c) {
+            out.push((start, c));
+        }
+    }
+    out
+}
+
+/// The prefix length of the largest aligned block that holds `x` and lies in
+/// `[start, end]` (addresses of `bits` bits, `bits` <= 64).
+fn largest_block(x: u64, start: u64, end: u64, bits: u32) -> u8 {
+    // Blocks that differ from x only below the highest bit where x differs
+    // from start (or from end) cannot all lie inside: start from there.
+    let all = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+    let diff = (x ^ start) | (x ^ end);
+    let first = if diff == 0 { bits } else { bits - (64 - diff.leading_zeros()).min(bits) };
+    for p in first.saturating_sub(1)..=bits {
+        let host = if p >= bits { 0 } else { all >> p };
+        let base = x & !host;
+        if base >= start && base | host <= end {
+            return p as u8;
+        }
+    }
+    bits as u8
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+/// The database as a sorted partition of one family's space: (start, value),
+/// gaps and networks without data as NONE, neighbours with equal values merged.
+fn partition(
+    reader: &Reader<Mmap>,
+    family: Family,
+    value: &mut impl FnMut(&maxminddb::LookupResult<'_, Mmap>) -> u32,
+) -> Vec<(u128, u32)> {
+    let (root, bits) = match family {
+        Family::V4 => ("0.0.0.0/0", 32u32),
+        Family::V6 => ("::/0", 128u32),
+    };
+    let Ok(root) = root.parse::<ipnetwork::IpNetwork>() else { return vec![(0, NONE)] };
+    let max = u128::MAX >> (128 - bits);
+    let mut out: Vec<(u128, u32)> = Vec::new();
+    let push = |out: &mut Vec<(u128, u32)>, start: u128, v: u32| {
+        if out.last().is_none_or(|l| l.1 != v) {
+            out.push((start, v));
+        }
+    };
+    let mut next = 0u128; // first address not yet covered
+    let mut done = false;
+    // The tree is walked left to right, so networks come in address order.
+    if let Ok(iter) = reader.within(root, WithinOptions::default()) {
+        for res in iter.flatten() {
+            let Ok(net) = res.network() else { continue };
+            let (s, len) = match net {
+                ipnetwork::IpNetwork::V4(n) if family == Family::V4 => {
+                    (u32::from(n.network()) as u128, n.prefix() as u32)
+                }
+                ipnetwork::IpNetwork::V6(n) if family == Family::V6 => {
+                    let s = u128::from(n.network());
+                    // The IPv4 subtree (::/96) belongs to the IPv4 table.
+                    if s <= u32::MAX as u128 && n.prefix() >= 96 {
+                        continue;
+                    }
+                    (s, n.prefix() as u32)
+                }
+                _ => continue,
+            };
+            let e = s + max.checked_shr(len).unwrap_or(0);
+            if done || e < next {
+                continue;
+            }
+            let v = value(&res);
+            let s = s.max(next);
+            if s > next {
+                push(&mut out, next, NONE);
+            }
+            push(&mut out, s, v);
+            if e == max {
+                done = true;
+            } else {
+                next = e + 1;
+            }
+        }
+    }
+    if !done {
+        push(&mut out, next, NONE);
+    }
+    out
+}
+
+/// Overlay two partitions of the same space into one of cell ids.
+fn merge(a: &[(u128, u32)], b: &[(u128, u32)], cell_of: &mut impl FnMut(u32, u32) -> u32) -> Vec<(u128, u32)> {
+    let mut out: Vec<(u128, u32)> = Vec::with_capacity(a.len().max(b.len()));
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let start = a[i].0.max(b[j].0);
+        let c = cell_of(a[i].1, b[j].1);
+        if out.last().is_none_or(|l| l.1 != c) {
+            out.push((start, c));
+        }
+        let a_end = a.get(i + 1).map(|n| n.0);
+        let b_end = b.get(j + 1).map(|n| n.0);
+        match (a_end, b_end) {
+            (Some(x), Some(y)) if x == y => {
+                i += 1;
+                j += 1;
+            }
+            (Some(x), Some(y)) if x < y => i += 1,
+            (Some(_), Some(_)) => j += 1,
+            (Some(_), None) => i += 1,
+            (None, Some(_)) => j += 1,
+            (None, None) => break,
+        }
+    }
+    out
+}
+
+/// Hashable identity of a location (coordinates by their bits).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct LocKey([u8; 2], Option<[u8; 3]>, [u8; 2], u64, u64);
+
+impl LocKey {
+    fn of(l: &Location) -> LocKey {
+        LocKey(
+            l.country.map_or([0; 2], |c| c.0),
+            l.region.map(|r| {
+                let mut b = [0u8; 3];
+                b[..r.as_str().len()].copy_from_slice(r.as_str().as_bytes());
+                b
+            }),
+            l.continent.map_or([0; 2], |c| c.0),
+            l.coords.map_or(u64::MAX, |c| c.lat().to_bits()),
+            l.coords.map_or(u64::MAX, |c| c.lon().to_bits()),
+        )
+    }
+}
+
+struct Interner<K> {
+    ids: HashMap<K, u32>,
+}
+
+impl<K> Default for Interner<K> {
+    fn default() -> Self {
+        Interner { ids: HashMap::new() }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Interner<K> {
+    fn intern(&mut self, k: K) -> (u32, bool) {
+        let n = self.ids.len() as u32;
+        match self.ids.entry(k) {
+            std::collections::hash_map::Entry::Occupied(e) => (*e.get(), false),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(n);
+                (n, true)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn largest_block_inside_a_range() {
+        // 115.236.0.0 - 115.236.255.255 is a /16.
+        let s = u32::from(std::net::Ipv4Addr::new(115, 236, 0, 0)) as u64;
+        assert_eq!(largest_block(s + 300, s, s + 0xFFFF, 32), 16);
+        // A range that is not a CIDR block: 10.0.0.0 - 10.0.2.255.
+        let t = u32::from(std::net::Ipv4Addr::new(10, 0, 0, 0)) as u64;
+        assert_eq!(largest_block(t + 5, t, t + 0x2FF, 32), 23);
+        assert_eq!(largest_block(t + 0x205, t, t + 0x2FF, 32), 24);
+        assert_eq!(largest_block(7, 7, 7, 32), 32);
+        assert_eq!(largest_block(0, 0, u32::MAX as u64, 32), 0);
+        assert_eq!(largest_block(5, 0, u64::MAX, 64), 0);
+        assert_eq!(largest_block(1 << 40, 1 << 40, (1 << 41) - 1, 64), 24);
+    }
+
+    #[test]
+    fn slash64_granularity() {
+        let r = vec![(0u128, 1u32), (5u128 << 64, 2), ((5u128 << 64) + 9, 3), ((6u128 << 64) + 1, 4)];
+        // /64 number 5 starts in range 2; range 3 starts inside it and holds /64 number 6's
+        // first address; range 4 holds /64 number 7 onwards.
+        assert_eq!(to_slash64(r), vec![(0, 1), (5, 2), (6, 3), (7, 4)]);
+    }
+
+    #[test]
+    fn merging_two_partitions() {
+        let a = [(0u128, 1u32), (100, 2), (200, NONE)];
+        let b = [(0u128, 7u32), (150, 8)];
+        let mut seen = Vec::new();
+        let out = merge(&a, &b, &mut |x, y| {
+            seen.push((x, y));
+            (x.wrapping_mul(10).wrapping_add(y)) & 0xFFFF
+        });
+        let starts: Vec<u128> = out.iter().map(|o| o.0).collect();
+        assert_eq!(starts, vec![0, 100, 150, 200]);
+        assert_eq!(seen, vec![(1, 7), (2, 7), (2, 8), (NONE, 8)]);
+    }
+}
