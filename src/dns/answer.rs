@@ -23,7 +23,7 @@ use super::wire::{self, HEADER_LEN, Question, Writer, rcode};
 use crate::config::Snapshot;
 use crate::pops::Family;
 use crate::quality::Quality;
-use crate::scheduler::{self, Candidate, Client, Decision};
+use crate::scheduler::{self, Candidate, Client, Decision, GeoPath};
 use crate::zones::{NameMatch, RRset, Zone, rtype};
 
 const OPCODE_QUERY: u16 = 0;
@@ -42,11 +42,20 @@ pub enum Transport {
 pub struct Scratch {
     pub cands: Vec<Candidate>,
     lname: [u8; 256],
+    /// Where client locations come from: the cell table, or (for the tests
+    /// that check the table) the databases record by record.
+    pub geo: GeoPath,
 }
 
 impl Default for Scratch {
     fn default() -> Self {
-        Scratch { cands: Vec::with_capacity(64), lname: [0; 256] }
+        Scratch::with_geo(GeoPath::Cells)
+    }
+}
+
+impl Scratch {
+    pub fn with_geo(geo: GeoPath) -> Scratch {
+        Scratch { cands: Vec::with_capacity(64), lname: [0; 256], geo }
     }
 }
 
@@ -124,7 +133,7 @@ pub fn answer(
         return Some(r.finish_bare(rcode::REFUSED, edns, &mut summary));
     };
     r.start(true);
-    let mut ctx = Lookup { snap, quality, cands: &mut scratch.cands, ecs, peer, scope: None };
+    let mut ctx = Lookup { snap, quality, cands: &mut scratch.cands, geo: scratch.geo, ecs, peer, scope: None };
     let code = ctx.resolve(&mut r, zone, q);
     let scope = ctx.scope.unwrap_or(0);
     let edns = edns.map(|e| EdnsOut { scope, ..e });
@@ -263,6 +272,7 @@ struct Lookup<'a> {
     snap: &'a Snapshot,
     quality: &'a Quality,
     cands: &'a mut Vec<Candidate>,
+    geo: GeoPath,
     ecs: Option<ClientSubnet>,
     peer: IpAddr,
     /// Set when the answer depends on the client.
@@ -348,8 +358,8 @@ impl<'s> Lookup<'s> {
     /// prefix (capped at `ecs.max_source_*`), else the resolver's address.
     fn client(&mut self) -> Client {
         match self.ecs {
-            Some(e) if e.source > 0 => Client::from_ecs(self.snap, e.addr(), e.source),
-            _ => Client::from_resolver(self.snap, self.peer),
+            Some(e) if e.source > 0 => Client::from_ecs_via(self.snap, e.addr(), e.source, self.geo),
+            _ => Client::from_resolver_via(self.snap, self.peer, self.geo),
         }
     }
 

@@ -58,14 +58,41 @@ pub struct Client {
     pub scope: u8,
 }
 
+/// How a client's location and ISP are found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum GeoPath {
+    /// One lookup in the compiled cell table (the query path).
+    #[default]
+    Cells,
+    /// The two databases record by record (the reference the cell table is
+    /// tested against; the scope still comes from the cell table).
+    Records,
+}
+
+impl GeoPath {
+    fn client(self, snap: &Snapshot, ip: IpAddr) -> ClientInfo {
+        let mut info = snap.geo.client(ip);
+        if self == GeoPath::Records {
+            let r = snap.geo.records(ip, &snap.isps);
+            info.location = r.location;
+            info.isp = r.isp;
+        }
+        info
+    }
+}
+
 impl Client {
     /// The client of a query with ECS (non-zero source prefix): the address
     /// truncated to `ecs.max_source_*`.
     pub fn from_ecs(snap: &Snapshot, addr: IpAddr, source: u8) -> Client {
+        Self::from_ecs_via(snap, addr, source, GeoPath::Cells)
+    }
+
+    pub fn from_ecs_via(snap: &Snapshot, addr: IpAddr, source: u8, path: GeoPath) -> Client {
         let max = if addr.is_ipv4() { snap.ecs.max_source_v4 } else { snap.ecs.max_source_v6 };
         let used = source.min(max);
         let ip = crate::dns::ecs::truncate(addr, used);
-        let info = snap.geo.client(ip);
+        let info = path.client(snap, ip);
         // Addresses past a truncated source were not looked at: the answer can
         // only be vouched for down to the prefix that was.
         let scope = if source > used { info.prefix.min(used) } else { info.prefix };
@@ -74,8 +101,12 @@ impl Client {
 
     /// The client of a query without ECS (or with source prefix 0): the resolver.
     pub fn from_resolver(snap: &Snapshot, peer: IpAddr) -> Client {
+        Self::from_resolver_via(snap, peer, GeoPath::Cells)
+    }
+
+    pub fn from_resolver_via(snap: &Snapshot, peer: IpAddr, path: GeoPath) -> Client {
         let ip = crate::geo::canonical(peer);
-        let info = snap.geo.client(ip);
+        let info = path.client(snap, ip);
         let full = if ip.is_ipv4() { 32 } else { 128 };
         Client { ip, source: Source::Resolver, source_prefix: full, info, scope: info.prefix }
     }

@@ -1,0 +1,188 @@
+//! The fast path (client cells, batched UDP workers) against the general path
+//! (the two databases read record by record, one `answer` call per query):
+//! byte for byte, on thousands of generated queries, including every ECS and
+//! EDNS case of the core issue.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use common::*;
+use popdns::config::Snapshot;
+use popdns::dns::{Scratch, Transport, answer};
+use popdns::quality::Quality;
+use popdns::scheduler::GeoPath;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[(self.next() % v.len() as u64) as usize]
+    }
+}
+
+const NAMES: [&str; 14] = [
+    "www.aliyundoc.com.example.com",
+    "WWW.AliyunDoc.com.Example.COM",
+    "cn.aliyundoc.com.example.com",
+    "intl.aliyundoc.com.example.com",
+    "a.b.img.example.com",
+    "x.static.example.com",
+    "www.example.com",
+    "example.com",
+    "ns1.example.com",
+    "_sip._udp.example.com",
+    "_udp.example.com",
+    "nope.example.com",
+    "outside.example.net",
+    "img.example.com",
+];
+const TYPES: [u16; 10] = [1, 28, 1, 28, 16, 15, 255, 2, 6, 5];
+
+/// A valid ECS option for a random address and source prefix (host bits clear).
+fn ecs(r: &mut Rng, v4_nets: &[Ipv4Addr]) -> Vec<u8> {
+    if r.next() % 4 == 0 {
+        let src = (r.next() % 129) as u8;
+        let a = u128::from(Ipv6Addr::new(0x240e, (r.next() % 0x1000) as u16, 0, 0, 0, 0, 0, 0))
+            ^ ((r.next() as u128) << 64);
+        let a = if src == 0 { 0 } else { a & (u128::MAX << (128 - src as u32)) };
+        let bytes = a.to_be_bytes();
+        return ecs_option(2, src, 0, &bytes[..(src as usize).div_ceil(8)]);
+    }
+    let base = u32::from(*r.pick(v4_nets));
+    let src = *r.pick(&[0u8, 8, 12, 16, 20, 22, 24, 24, 24, 25, 28, 32]);
+    let a = (base ^ (r.next() as u32 & 0x0000_FFFF)) & if src == 0 { 0 } else { u32::MAX << (32 - src as u32) };
+    ecs_option(1, src, 0, &a.to_be_bytes()[..(src as usize).div_ceil(8)])
+}
+
+/// A random query: valid, or one of the EDNS/ECS cases that must be FORMERR/BADVERS.
+fn query(r: &mut Rng, id: u16, v4_nets: &[Ipv4Addr]) -> Vec<u8> {
+    let name = r.pick(&NAMES);
+    let qtype = *r.pick(&TYPES);
+    let size = *r.pick(&[512u16, 1232, 4096, 100]);
+    match r.next() % 12 {
+        0 => raw_query(id, name, qtype, None),
+        1 => raw_query(id, name, qtype, Some((size, 1, &[]))), // BADVERS
+        2 => raw_query(id, name, qtype, Some((size, 0, &ecs_option(1, 24, 8, &[1, 2, 3])))), // scope set
+        3 => raw_query(id, name, qtype, Some((size, 0, &ecs_option(1, 20, 0, &[1, 2, 255])))), // host bits
+        4 => raw_query(id, name, qtype, Some((size, 0, &ecs_option(3, 0, 0, &[])))), // family
+        5 => {
+            let mut two = ecs(r, v4_nets);
+            two.extend(ecs(r, v4_nets));
+            raw_query(id, name, qtype, Some((size, 0, &two)))
+        }
+        6 => raw_query(id, name, qtype, Some((size, 0, &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]))), // a cookie
+        _ => raw_query(id, name, qtype, Some((size, 0, &ecs(r, v4_nets)))),
+    }
+}
+
+fn compare(snap: &Snapshot, v4_nets: &[Ipv4Addr], n: usize, seed: u64) -> usize {
+    let quality = Quality { config_generation: snap.generation, ..Default::default() };
+    let mut fast = Scratch::default();
+    let mut general = Scratch::with_geo(GeoPath::Records);
+    let (mut a, mut b) = (vec![0u8; 65535], vec![0u8; 65535]);
+    let mut r = Rng(seed);
+    let peer: IpAddr = "127.0.0.1".parse().unwrap();
+    let mut scheduled = 0;
+    for i in 0..n {
+        let q = query(&mut r, i as u16, v4_nets);
+        for t in [Transport::Udp, Transport::Tcp] {
+            let x = answer(snap, &quality, &mut fast, &q, peer, t, &mut a).map(|(l, _)| a[..l].to_vec());
+            let y = answer(snap, &quality, &mut general, &q, peer, t, &mut b).map(|(l, _)| b[..l].to_vec());
+            assert_eq!(x, y, "query {i} differs ({t:?}): {q:02x?}");
+        }
+        scheduled += usize::from(q.windows(9).any(|w| w == b"aliyundoc"));
+    }
+    scheduled
+}
+
+fn demo_nets() -> Vec<Ipv4Addr> {
+    let csv = std::fs::read_to_string(repo().join("geo/demo-city.csv")).unwrap();
+    let mut v: Vec<Ipv4Addr> =
+        csv.lines().filter_map(|l| l.split(',').next()?.split('/').next()?.parse().ok()).collect();
+    v.extend(["10.1.2.0", "192.0.2.0", "100.64.0.0"].map(|s| s.parse::<Ipv4Addr>().unwrap()));
+    v
+}
+
+#[test]
+fn cells_and_records_give_the_same_bytes_on_the_demo_databases() {
+    let s = TestServer::start();
+    let snap = popdns::config::load(&s.config).unwrap();
+    let scheduled = compare(&snap, &demo_nets(), 5000, 0x1234_5678);
+    assert!(scheduled > 1000, "the mix reached the scheduler: {scheduled}");
+}
+
+#[test]
+fn batched_udp_workers_send_what_answer_computes() {
+    let s = TestServer::start();
+    let snap = popdns::config::load(&s.config).unwrap();
+    let quality = Quality { config_generation: snap.generation, ..Default::default() };
+    let mut scratch = Scratch::default();
+    let mut out = vec![0u8; 65535];
+    let mut r = Rng(99);
+    let nets = demo_nets();
+    for i in 0..500u16 {
+        let q = query(&mut r, i, &nets);
+        let want = answer(&snap, &quality, &mut scratch, &q, "127.0.0.1".parse().unwrap(), Transport::Udp, &mut out)
+            .map(|(l, _)| out[..l].to_vec());
+        assert_eq!(udp_raw(s.udp, &q), want, "query {i}: {q:02x?}");
+    }
+}
+
+#[test]
+fn cells_and_records_agree_on_the_real_databases() {
+    let Some((city, asn)) = real_geo() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = Setup { city, asn, ..Setup::default() }.write(dir.path());
+    let snap = popdns::config::load(Path::new(&config)).unwrap();
+    // Real /24s across carriers and countries (../shared/geo/README.md), and
+    // a spread of other routed space.
+    let mut nets: Vec<Ipv4Addr> = [
+        "1.48.0.0",
+        "1.24.0.0",
+        "1.56.0.0",
+        "14.204.0.0",
+        "27.0.128.0",
+        "27.8.0.0",
+        "27.0.160.0",
+        "36.128.0.0",
+        "36.131.3.0",
+        "36.134.0.0",
+        "115.236.1.0",
+        "123.125.1.0",
+        "120.204.1.0",
+        "221.130.1.0",
+        "58.246.1.0",
+        "8.8.8.0",
+        "2.16.1.0",
+        "200.160.1.0",
+        "1.1.1.0",
+        "114.114.114.0",
+        "1.2.4.0",
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
+    let mut r = Rng(7);
+    nets.extend((0..2000).map(|_| Ipv4Addr::from((r.next() as u32 % 0xDF00_0000 + 0x0100_0000) & 0xFFFF_FF00)));
+    compare(&snap, &nets, 6000, 0xfeed);
+    // The cell is the largest block of equal (location, ISP) around the
+    // address, so it holds the intersection of the two records' networks:
+    // its scope is never narrower than what the records vouch for together.
+    let mut wider = 0;
+    for ip in nets.iter().map(|a| IpAddr::V4(*a)) {
+        let cell = snap.geo.client(ip);
+        let rec = snap.geo.records(ip, &snap.isps);
+        assert_eq!((cell.location, cell.isp), (rec.location, rec.isp), "{ip}");
+        let records = rec.location_prefix.max(rec.asn_prefix);
+        assert!(cell.prefix <= records, "{ip}: cell /{} narrower than records /{records}", cell.prefix);
+        wider += usize::from(cell.prefix < records);
+    }
+    eprintln!("{wider} of {} cells wider than their records' intersection", nets.len());
+}
