@@ -47,7 +47,7 @@ const TYPES: [u16; 10] = [1, 28, 1, 28, 16, 15, 255, 2, 6, 5];
 
 /// A valid ECS option for a random address and source prefix (host bits clear).
 fn ecs(r: &mut Rng, v4_nets: &[Ipv4Addr]) -> Vec<u8> {
-    if r.next() % 4 == 0 {
+    if r.next().is_multiple_of(4) {
         let src = (r.next() % 129) as u8;
         let a = u128::from(Ipv6Addr::new(0x240e, (r.next() % 0x1000) as u16, 0, 0, 0, 0, 0, 0))
             ^ ((r.next() as u128) << 64);
