@@ -14,7 +14,7 @@ use super::yaml::{self, Doc, LineIndex, Seg};
 use crate::geo::{Coords, CountryCode, Databases, IspMap, RegionCode};
 use crate::pops::{Coverage, IspId, Pop, PopId, Pops, Tier};
 use crate::ypath;
-use crate::zones::{self, Node, RRset, SchedId, ScheduledName, Zone, Zones, name, rtype};
+use crate::zones::{self, NameMap, Node, RRset, SchedId, ScheduledName, Zone, Zones, name, rtype};
 
 /// The secret of the demo reporter shipped in feed-keys.yaml: `check` warns
 /// while any reporter uses it.
@@ -475,7 +475,7 @@ fn owner(ctx: &Ctx, at: &[Seg], key: &str, apex: &[u8], zone: &str) -> Result<Ve
 fn zone(ctx: &Ctx, z: &raw::Zone, pops: &Pops, scheduled: &mut Vec<ScheduledName>) -> Result<Zone, ConfigError> {
     let zname = z.zone.trim_end_matches('.').to_string();
     let apex = name::lower(&name::to_wire(&zname).map_err(|e| ctx.err(&ypath!["zone"], e))?);
-    let mut nodes: HashMap<Box<[u8]>, Node> = HashMap::new();
+    let mut nodes: NameMap<Node> = NameMap::default();
     let soa = &z.soa;
     let mut soa_rdata = Vec::new();
     for n in [&soa.mname, &soa.rname] {
@@ -601,7 +601,7 @@ fn zone(ctx: &Ctx, z: &raw::Zone, pops: &Pops, scheduled: &mut Vec<ScheduledName
 }
 
 /// Every ancestor of a node, up to the apex, becomes a node (RFC 8020).
-fn add_empty_non_terminals(nodes: &mut HashMap<Box<[u8]>, Node>, apex: &[u8]) {
+fn add_empty_non_terminals(nodes: &mut NameMap<Node>, apex: &[u8]) {
     let names: Vec<Box<[u8]>> = nodes.keys().cloned().collect();
     for n in names {
         let mut cur: &[u8] = &n;
@@ -614,7 +614,7 @@ fn add_empty_non_terminals(nodes: &mut HashMap<Box<[u8]>, Node>, apex: &[u8]) {
 }
 
 /// Apex NS targets inside the zone get their A and AAAA as glue.
-fn add_glue(nodes: &mut HashMap<Box<[u8]>, Node>, apex: &[u8]) {
+fn add_glue(nodes: &mut NameMap<Node>, apex: &[u8]) {
     let Some(ns) = nodes.get(apex).and_then(|n| n.rrset(rtype::NS)) else { return };
     let mut glue = Vec::new();
     for rec in &ns.records {

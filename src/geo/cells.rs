@@ -43,15 +43,15 @@ pub struct Hit {
 pub struct Cells {
     /// (first address, cell id) of each IPv4 range.
     v4: Vec<(u32, u32)>,
-    /// For each /16, the index of the range that holds its first address.
+    /// For each /20, the index of the range that holds its first address.
     v4_index: Vec<u32>,
     /// (first /64, cell id) of each IPv6 range: IPv6 is tabled at /64
     /// granularity (ECS sources stop at /56 by default; a database network
     /// longer than /64 counts as the one that holds its /64's first address).
     v6: Vec<(u64, u32)>,
-    /// (location index, ISP) of each cell.
-    cells: Vec<(u32, IspId)>,
-    locations: Vec<Location>,
+    cells: Vec<Cell>,
+    /// Distinct locations (for reports).
+    locations: usize,
 }
 
 impl std::fmt::Debug for Cells {
@@ -60,7 +60,7 @@ impl std::fmt::Debug for Cells {
             .field("v4_ranges", &self.v4.len())
             .field("v6_ranges", &self.v6.len())
             .field("cells", &self.cells.len())
-            .field("locations", &self.locations.len())
+            .field("locations", &self.locations)
             .finish()
     }
 }
@@ -104,7 +104,10 @@ impl Cells {
             let (id, new) = cells.intern((loc, isp));
             if new {
                 let loc = if loc == NONE { unknown } else { loc };
-                cell_values.push((loc, if isp == NONE { IspId::OTHER } else { IspId(isp as u8) }));
+                cell_values.push(Cell {
+                    location: loc_values[loc as usize],
+                    isp: if isp == NONE { IspId::OTHER } else { IspId(isp as u8) },
+                });
             }
             id
         };
@@ -112,20 +115,19 @@ impl Cells {
         let v4: Vec<(u32, u32)> =
             merge(&v4_loc, &v4_isp, &mut cell_of).into_iter().map(|(s, c)| (s as u32, c)).collect();
         let v6 = to_slash64(merge(&v6_loc, &v6_isp, &mut cell_of));
-        let v4_index = (0..=u16::MAX as u32).map(|hi| (v4.partition_point(|r| r.0 <= hi << 16) - 1) as u32).collect();
-        Cells { v4, v4_index, v6, cells: cell_values, locations: loc_values }
+        let v4_index = (0..1u32 << 20).map(|hi| (v4.partition_point(|r| r.0 <= hi << 12) - 1) as u32).collect();
+        Cells { v4, v4_index, v6, cells: cell_values, locations: loc_values.len() }
     }
 
     pub fn cell(&self, id: CellId) -> Cell {
-        let (loc, isp) = self.cells[id.0 as usize];
-        Cell { location: self.locations[loc as usize], isp }
+        self.cells[id.0 as usize]
     }
 
     pub fn lookup(&self, ip: IpAddr) -> Hit {
         match ip {
             IpAddr::V4(a) => {
                 let x = u32::from(a);
-                let hi = (x >> 16) as usize;
+                let hi = (x >> 12) as usize;
                 let lo = self.v4_index[hi] as usize;
                 let hi_end = self.v4_index.get(hi + 1).map_or(self.v4.len(), |&i| i as usize + 1);
                 let i = lo + self.v4[lo..hi_end].partition_point(|r| r.0 <= x) - 1;
@@ -148,8 +150,7 @@ impl Cells {
         self.v4.len() * 8
             + self.v4_index.len() * 4
             + self.v6.len() * 16
-            + self.cells.len() * 8
-            + self.locations.len() * std::mem::size_of::<Location>()
+            + self.cells.len() * std::mem::size_of::<Cell>()
     }
 }
 
