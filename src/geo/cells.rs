@@ -48,7 +48,9 @@ pub struct Cells {
     /// (first /64, cell id) of each IPv6 range: IPv6 is tabled at /64
     /// granularity (ECS sources stop at /56 by default; a database network
     /// longer than /64 counts as the one that holds its /64's first address).
-    v6: Vec<(u64, u32)>,
+    v6: Vec<u64>,
+    /// Cell id of each IPv6 range (apart from `v6`: a (u64, u32) pair pads to 16 bytes).
+    v6_cells: Vec<u32>,
     cells: Vec<Cell>,
     /// Distinct locations (for reports).
     locations: usize,
@@ -114,9 +116,9 @@ impl Cells {
         cell_of(NONE, IspId::OTHER.0 as u32);
         let v4: Vec<(u32, u32)> =
             merge(&v4_loc, &v4_isp, &mut cell_of).into_iter().map(|(s, c)| (s as u32, c)).collect();
-        let v6 = to_slash64(merge(&v6_loc, &v6_isp, &mut cell_of));
+        let (v6, v6_cells) = to_slash64(merge(&v6_loc, &v6_isp, &mut cell_of)).into_iter().unzip();
         let v4_index = (0..1u32 << 20).map(|hi| (v4.partition_point(|r| r.0 <= hi << 12) - 1) as u32).collect();
-        Cells { v4, v4_index, v6, cells: cell_values, locations: loc_values.len() }
+        Cells { v4, v4_index, v6, v6_cells, cells: cell_values, locations: loc_values.len() }
     }
 
     pub fn cell(&self, id: CellId) -> Cell {
@@ -137,10 +139,10 @@ impl Cells {
             }
             IpAddr::V6(a) => {
                 let x = (u128::from(a) >> 64) as u64;
-                let i = self.v6.partition_point(|r| r.0 <= x) - 1;
-                let end = self.v6.get(i + 1).map_or(u64::MAX, |r| r.0 - 1);
-                let prefix = largest_block(x, self.v6[i].0, end, 64);
-                Hit { cell: CellId(self.v6[i].1), prefix }
+                let i = self.v6.partition_point(|&s| s <= x) - 1;
+                let end = self.v6.get(i + 1).map_or(u64::MAX, |&s| s - 1);
+                let prefix = largest_block(x, self.v6[i], end, 64);
+                Hit { cell: CellId(self.v6_cells[i]), prefix }
             }
         }
     }
@@ -149,7 +151,7 @@ impl Cells {
     pub fn heap_bytes(&self) -> usize {
         self.v4.len() * 8
             + self.v4_index.len() * 4
-            + self.v6.len() * 16
+            + self.v6.len() * 12
             + self.cells.len() * std::mem::size_of::<Cell>()
     }
 }
