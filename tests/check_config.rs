@@ -1,0 +1,218 @@
+//! `popdns check` (contract.md, "Command line"): the real binary on the shipped
+//! config, and on copies with one mistake each: exit 1 and `file:line: message`
+//! naming the file and line of the mistake.
+
+mod common;
+use common::repo;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Outcome {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn check(config: &Path) -> Outcome {
+    let out = Command::new(env!("CARGO_BIN_EXE_popdns"))
+        .args(["check", "-c"])
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run popdns");
+    Outcome {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// 1-based line of the first line containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("`{needle}` not in the text")) + 1
+}
+
+/// A copy of the shipped configuration in a temporary folder, the geo paths
+/// made absolute (pointing at the repo's demo databases).
+struct Copy {
+    dir: tempfile::TempDir,
+}
+
+impl Copy {
+    fn new() -> Copy {
+        let dir = tempfile::tempdir().unwrap();
+        let r = repo();
+        let main = std::fs::read_to_string(r.join("popdns.yaml")).unwrap();
+        let geo = r.join("geo").canonicalize().unwrap();
+        let main = main
+            .replace("geo/demo-city.mmdb", &geo.join("demo-city.mmdb").display().to_string())
+            .replace("geo/demo-asn.mmdb", &geo.join("demo-asn.mmdb").display().to_string());
+        assert!(main.contains(&geo.display().to_string()), "the shipped popdns.yaml no longer names geo/demo-*.mmdb");
+        std::fs::write(dir.path().join("popdns.yaml"), main).unwrap();
+        for f in ["pops.yaml", "feed-keys.yaml"] {
+            std::fs::copy(r.join(f), dir.path().join(f)).unwrap();
+        }
+        std::fs::create_dir(dir.path().join("zones")).unwrap();
+        std::fs::copy(r.join("zones/example.com.yaml"), dir.path().join("zones/example.com.yaml")).unwrap();
+        Copy { dir }
+    }
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.path(file)).unwrap()
+    }
+    /// Replace `from` (which must occur) by `to` in `file`; the new text.
+    fn edit(&self, file: &str, from: &str, to: &str) -> String {
+        let text = self.read(file);
+        assert!(text.contains(from), "`{from}` not in {file}");
+        let text = text.replacen(from, to, 1);
+        std::fs::write(self.path(file), &text).unwrap();
+        text
+    }
+    fn append(&self, file: &str, more: &str) -> String {
+        let mut text = self.read(file);
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(more);
+        std::fs::write(self.path(file), &text).unwrap();
+        text
+    }
+    fn check(&self) -> Outcome {
+        check(&self.path("popdns.yaml"))
+    }
+}
+
+/// Exit 1, and stderr names `file:line:` followed (on the same line) by `message`.
+fn assert_error(c: &Copy, file: &str, line: usize, message: &str) {
+    let out = c.check();
+    let at = format!("{}:{}: ", c.path(file).display(), line);
+    assert_eq!(out.code, Some(1), "exit code; stderr:\n{}", out.stderr);
+    let hit = out.stderr.lines().find(|l| l.contains(&at));
+    let hit = hit.unwrap_or_else(|| panic!("stderr does not name `{at}`; stderr:\n{}", out.stderr));
+    assert!(hit.contains(message), "`{at}` found, but not `{message}`: {hit}");
+}
+
+#[test]
+fn the_shipped_config_is_accepted_with_the_demo_key_warning() {
+    let config = repo().join("popdns.yaml");
+    let out = check(&config);
+    assert_eq!(out.code, Some(0), "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    assert!(!out.stdout.trim().is_empty(), "no summary on stdout");
+    let keys = std::fs::read_to_string(repo().join("feed-keys.yaml")).unwrap();
+    let line = line_of(&keys, "demo-probe:");
+    let want = format!("feed-keys.yaml:{line}: warning:");
+    assert!(out.stderr.contains(&want), "no `{want}` on stderr:\n{}", out.stderr);
+    // The copy every other test starts from is valid too.
+    let c = Copy::new();
+    let out = c.check();
+    assert_eq!(out.code, Some(0), "the copied config fails:\n{}", out.stderr);
+    assert!(out.stderr.contains(&format!("{}:{line}: warning:", c.path("feed-keys.yaml").display())), "{}", out.stderr);
+}
+
+#[test]
+fn unknown_key_in_popdns_yaml() {
+    let c = Copy::new();
+    let text = c.edit("popdns.yaml", "  km_per_ms: 50\n", "  km_per_ms: 50\n  km_per_hour: 3\n");
+    assert_error(&c, "popdns.yaml", line_of(&text, "km_per_hour"), "unknown key `km_per_hour`");
+    let c = Copy::new();
+    let text = c.append("popdns.yaml", "colour: blue\n");
+    assert_error(&c, "popdns.yaml", line_of(&text, "colour: blue"), "unknown key `colour`");
+}
+
+#[test]
+fn unknown_key_in_pops_yaml() {
+    let c = Copy::new();
+    let text = c.edit("pops.yaml", "capacity: 100, tier: edge}", "capacity: 100, tier: edge, colour: red}");
+    assert_error(&c, "pops.yaml", line_of(&text, "colour: red"), "unknown key `colour`");
+}
+
+#[test]
+fn unknown_key_in_a_zone_file() {
+    let c = Copy::new();
+    let f = "zones/example.com.yaml";
+    let text = c.edit(f, "    coverage: mainland\n", "    coverage: mainland\n    covrage: global\n");
+    assert_error(&c, f, line_of(&text, "covrage"), "unknown key `covrage`");
+    let c = Copy::new();
+    let text = c.edit(f, "ttl: 3600\n", "ttl: 3600\nrecrods: {}\n");
+    assert_error(&c, f, line_of(&text, "recrods"), "unknown key `recrods`");
+}
+
+#[test]
+fn duplicate_pop_id() {
+    let c = Copy::new();
+    let line = line_of(&c.read("pops.yaml"), "id: sg-sin-1");
+    c.edit("pops.yaml", "id: sg-sin-1", "id: hk-hkg-1");
+    assert_error(&c, "pops.yaml", line, "duplicate POP id `hk-hkg-1`");
+}
+
+#[test]
+fn scheduled_name_referencing_an_unknown_pop() {
+    let c = Copy::new();
+    let f = "zones/example.com.yaml";
+    let text = c.edit(
+        f,
+        "    coverage: mainland\n",
+        "    coverage: mainland\n    pops:\n      - cn-zj-ct-1\n      - cn-nowhere-9\n",
+    );
+    assert_error(&c, f, line_of(&text, "cn-nowhere-9"), "unknown POP `cn-nowhere-9`");
+}
+
+#[test]
+fn address_of_the_wrong_family() {
+    let c = Copy::new();
+    let text = c.append(
+        "pops.yaml",
+        "- id: test-1\n  country: DE\n  coords: [50.0, 8.0]\n  ipv4:\n    - 203.0.113.99\n    - \"2001:db8::99\"\n",
+    );
+    assert_error(&c, "pops.yaml", line_of(&text, "\"2001:db8::99\""), "wrong family");
+    let c = Copy::new();
+    let text = c.append(
+        "pops.yaml",
+        "- id: test-1\n  country: DE\n  coords: [50.0, 8.0]\n  ipv4: [203.0.113.99]\n  ipv6:\n    - 203.0.113.98\n",
+    );
+    assert_error(&c, "pops.yaml", line_of(&text, "- 203.0.113.98"), "wrong family");
+}
+
+#[test]
+fn coordinates_out_of_range() {
+    let c = Copy::new();
+    let text = c.append("pops.yaml", "- id: test-1\n  country: DE\n  ipv4: [203.0.113.99]\n  coords: [95.0, 8.0]\n");
+    assert_error(&c, "pops.yaml", line_of(&text, "[95.0, 8.0]"), "out of range");
+    let c = Copy::new();
+    let text = c.edit("pops.yaml", "coords: [51.51, -0.13]", "coords: [51.51, -181.0]");
+    assert_error(&c, "pops.yaml", line_of(&text, "-181.0"), "out of range");
+}
+
+#[test]
+fn record_outside_its_zone() {
+    let c = Copy::new();
+    let f = "zones/example.com.yaml";
+    let text =
+        c.edit(f, "  mail: {A: [192.0.2.25]}\n", "  mail: {A: [192.0.2.25]}\n  \"x.other.org.\": {A: [192.0.2.1]}\n");
+    assert_error(&c, f, line_of(&text, "x.other.org."), "outside zone");
+}
+
+#[test]
+fn cname_beside_other_data() {
+    let c = Copy::new();
+    let f = "zones/example.com.yaml";
+    let text = c.edit(
+        f,
+        "  mail: {A: [192.0.2.25]}\n",
+        "  mail: {A: [192.0.2.25]}\n  alias:\n    CNAME: mail.example.com\n    TXT: [\"hello\"]\n",
+    );
+    assert_error(&c, f, line_of(&text, "  alias:"), "CNAME");
+}
+
+#[test]
+fn unknown_isp() {
+    let c = Copy::new();
+    let text = c.append(
+        "pops.yaml",
+        "- id: test-1\n  country: CN\n  coords: [36.65, 117.12]\n  isp: chinabroadnet\n  ipv4: [192.0.2.99]\n",
+    );
+    assert_error(&c, "pops.yaml", line_of(&text, "chinabroadnet"), "unknown ISP `chinabroadnet`");
+}
