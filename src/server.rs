@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +31,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn record(&self, t: Transport, s: &Summary, _took: Duration) {
+    pub fn record(&self, t: Transport, s: &Summary) {
         let bucket = match s.rcode {
             0..=5 => s.rcode as usize,
             16 => 6,

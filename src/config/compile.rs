@@ -544,16 +544,8 @@ fn zone(ctx: &Ctx, z: &raw::Zone, pops: &Pops, scheduled: &mut Vec<ScheduledName
     for (key, s) in &z.scheduled {
         let at = ypath!["scheduled", key];
         let wire = owner(ctx, &at, key, &apex, &zname)?;
-        let s = s.as_ref().map_or_else(raw::Scheduled::default, |s| raw::Scheduled {
-            coverage: s.coverage.clone(),
-            answers: s.answers,
-            ttl: s.ttl,
-            pops: match &s.pops {
-                Some(raw::PopsSel::List(l)) => Some(raw::PopsSel::List(l.clone())),
-                Some(raw::PopsSel::Word(w)) => Some(raw::PopsSel::Word(w.clone())),
-                None => None,
-            },
-        });
+        // `name:` with nothing under it takes every default.
+        let s = s.clone().unwrap_or_default();
         let coverage = match &s.coverage {
             None => Coverage::Global,
             Some(c) => Coverage::parse(c).ok_or_else(|| {

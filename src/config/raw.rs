@@ -213,7 +213,7 @@ impl OneOrMany {
     }
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Scheduled {
     #[serde(default)]
@@ -226,7 +226,7 @@ pub struct Scheduled {
     pub pops: Option<PopsSel>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(untagged)]
 pub enum PopsSel {
     List(Vec<String>),

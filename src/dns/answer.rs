@@ -132,7 +132,7 @@ pub fn answer(
     let Some(zone) = snap.zones.find(lname) else {
         return Some(r.finish_bare(rcode::REFUSED, edns, &mut summary));
     };
-    r.start(true);
+    r.start();
     let mut ctx = Lookup { snap, quality, cands: &mut scratch.cands, geo: scratch.geo, ecs, peer, scope: None };
     let code = ctx.resolve(&mut r, zone, q);
     let scope = ctx.scope.unwrap_or(0);
@@ -159,8 +159,8 @@ struct Response<'q, 'o> {
 }
 
 impl Response<'_, '_> {
-    /// Header placeholder and the question; `aa` is set in `finish`.
-    fn start(&mut self, _aa: bool) {
+    /// Header placeholder and the question (the header is written in `finish`).
+    fn start(&mut self) {
         self.out.len = 0;
         self.out.put(&[0; HEADER_LEN]);
         if let Some(q) = self.question {
@@ -207,7 +207,7 @@ impl Response<'_, '_> {
 
     /// An answer with no records: errors, REFUSED, NOTIMP, BADVERS.
     fn finish_bare(mut self, code: u16, edns: Option<EdnsOut>, s: &mut Summary) -> (usize, Summary) {
-        self.start(false);
+        self.start();
         self.an = 0;
         self.ns = 0;
         self.ar = 0;
@@ -227,7 +227,7 @@ impl Response<'_, '_> {
         }
         let tc = self.out.overflow || self.out.len > limit;
         if tc {
-            self.start(true);
+            self.start();
             self.an = 0;
             self.ns = 0;
             self.ar = 0;

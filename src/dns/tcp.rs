@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -65,7 +64,6 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
             Ok(Ok(_)) => {}
             _ => return,
         }
-        let started = Instant::now();
         let result = {
             let snap = shared.snapshot.load();
             let quality = shared.quality.load();
@@ -76,6 +74,6 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
         if stream.write_all(&outbuf[..n + 2]).await.is_err() {
             return;
         }
-        shared.stats.record(Transport::Tcp, &summary, started.elapsed());
+        shared.stats.record(Transport::Tcp, &summary);
     }
 }

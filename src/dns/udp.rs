@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -144,7 +144,6 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>) {
         }
         let snap = shared.snapshot.load();
         let quality = shared.quality.load();
-        let started = Instant::now();
         let mut out = 0usize;
         for i in 0..n as usize {
             let len = b.in_msgs[i].msg_len as usize;
@@ -160,7 +159,7 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>) {
                 shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            shared.stats.record(Transport::Udp, &summary, started.elapsed());
+            shared.stats.record(Transport::Udp, &summary);
             b.out_iov[out] = libc::iovec { iov_base: slot.as_mut_ptr().cast(), iov_len: rlen };
             let h = &mut b.out_msgs[out].msg_hdr;
             h.msg_name = (&mut b.names[i] as *mut libc::sockaddr_storage).cast();
