@@ -13,11 +13,13 @@
 //! - [`explain`]: why a client gets the answer it gets
 //! - [`http`]: health, explain (and later metrics, admin, DoH, JSON, 302) over HTTP
 //! - [`server`]: binds sockets, spawns workers, owns shutdown
+//! - [`hash`]: FNV for the maps queries read
 
 pub mod config;
 pub mod dns;
 pub mod explain;
 pub mod geo;
+pub mod hash;
 pub mod http;
 pub mod pops;
 pub mod quality;

@@ -8,31 +8,11 @@
 //! answering one is a two-byte owner pointer and a copy.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::pops::{Coverage, PopId};
 
-/// FNV-1a over name bytes. The maps it keys are built from the config and
-/// only read by queries, so chosen collisions cannot grow them: the cheap
-/// hash is safe here, and SipHash was a visible share of a query's cost.
-#[derive(Default)]
-pub struct NameHasher(u64);
-
-impl Hasher for NameHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for b in bytes {
-            h = (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 /// A map keyed by wire-format names.
-pub type NameMap<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<NameHasher>>;
+pub type NameMap<V> = HashMap<Box<[u8]>, V, crate::hash::Fnv>;
 
 /// RR types popdns knows by name.
 pub mod rtype {

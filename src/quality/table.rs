@@ -5,6 +5,7 @@
 //! snapshot built for an older config never misleads, it only informs less.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::GroupKey;
 use crate::pops::{Health, PopId};
@@ -40,9 +41,12 @@ pub struct Quality {
     /// The config generation whose POP ids index this table.
     pub config_generation: u64,
     pub pops: Vec<PopState>,
-    /// Group -> per-POP route measurement.
-    pub routes: HashMap<GroupKey, Box<[Option<Route>]>>,
+    /// Group -> per-POP route measurement. Rows are shared between
+    /// generations: a publish rebuilds only the rows a report touched.
+    pub routes: RouteRows,
 }
+
+pub type RouteRows = HashMap<GroupKey, Arc<[Option<Route>]>, crate::hash::Fnv>;
 
 impl Quality {
     pub fn pop(&self, id: PopId) -> PopState {

@@ -8,10 +8,10 @@
 //! the table on time even when no datagram arrives, and when the config is
 //! reloaded (POP ids may have moved).
 //!
-//! Everything is keyed by POP id string and group name here, and mapped to the
-//! current snapshot's `PopId`s and `GroupKey`s only when publishing.
+//! Route data is keyed by the current snapshot's POP index and group, and
+//! keeps the names it was reported under so a reload can map it again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::feed::{self, Drop, Report};
+use super::table::RouteRows;
 use super::{GroupKey, PopState, Quality, Route};
 use crate::config::{FeedConfig, Quorum, Snapshot};
 use crate::pops::Health;
@@ -66,7 +67,8 @@ async fn run(sock: UdpSocket, shared: Arc<Shared>, cancel: CancellationToken) {
     let mut buf = vec![0u8; 65536];
     let mut log = DropLog::default();
     loop {
-        let wake = work.next_expiry.map(tokio::time::Instant::from_std);
+        let stale = shared.snapshot.load().feed.as_ref().map_or(Duration::from_secs(30), |f| f.stale_after);
+        let wake = work.sweep_at(stale).map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = cancel.cancelled() => return,
             r = sock.recv_from(&mut buf) => {
@@ -112,9 +114,6 @@ struct View {
     load: Option<(f64, Instant)>,
 }
 
-/// One reporter's latest route measurement: rtt_ms, loss, when received.
-type Measured = (f64, f64, Instant);
-
 #[derive(Debug, Default)]
 struct Reporter {
     last_ts: u64,
@@ -122,16 +121,37 @@ struct Reporter {
     refilled: Option<Instant>,
 }
 
+/// One reporter's latest route measurement: rtt_ms, loss, when received.
+type Measured = (f64, f64, Instant);
+
+/// Everything reported on one (POP, group), by reporter, with the names it
+/// was reported under (to map it again after a reload).
+#[derive(Debug)]
+struct RouteEntry {
+    pop: String,
+    group: String,
+    by: HashMap<String, Measured>,
+}
+
+/// The writer's working copy. Route data is keyed by the current snapshot's
+/// POP index and group; a publish rebuilds only the rows a report touched
+/// (`dirty`), so its cost follows the report, not the size of the table.
 #[derive(Default)]
 struct Work {
     reporters: HashMap<String, Reporter>,
     /// pop id -> reporter -> view
     pops: HashMap<String, HashMap<String, View>>,
-    /// (pop id, group) -> reporter -> (rtt, loss, when)
-    routes: HashMap<(String, String), HashMap<String, Measured>>,
+    routes: HashMap<(u16, GroupKey), RouteEntry>,
+    /// The rows of the last publish, shared with it.
+    rows: RouteRows,
+    dirty: HashSet<GroupKey>,
     /// pop id -> unix ms of its newest accepted report
     last_report_ms: HashMap<String, u64>,
+    /// When the oldest fresh datum expires (the next sweep).
     next_expiry: Option<Instant>,
+    last_sweep: Option<Instant>,
+    /// The config generation the keys above were resolved against.
+    config_generation: u64,
     generation: u64,
 }
 
@@ -171,11 +191,15 @@ impl Work {
             return Err(Drop::Rate);
         }
         reporter.last_ts = ts;
-        self.apply(env.reporter, &report, cfg, now);
+        self.remap(snap);
+        self.apply(env.reporter, &report, snap, cfg, now);
         Ok(())
     }
 
-    fn apply(&mut self, reporter: &str, r: &Report, cfg: &FeedConfig, now: Instant) {
+    fn apply(&mut self, reporter: &str, r: &Report, snap: &Snapshot, cfg: &FeedConfig, now: Instant) {
+        if self.next_expiry.is_none() {
+            self.next_expiry = Some(now + cfg.stale_after);
+        }
         for p in &r.pops {
             self.last_report_ms.insert(p.id.clone(), r.ts);
             let views = self.pops.entry(p.id.clone()).or_default();
@@ -205,59 +229,110 @@ impl Work {
         }
         for rt in &r.routes {
             self.last_report_ms.insert(rt.pop.clone(), r.ts);
-            self.routes
-                .entry((rt.pop.clone(), rt.group.clone()))
-                .or_default()
-                .insert(reporter.to_string(), (rt.rtt_ms, rt.loss, now));
+            // Validated against this snapshot a moment ago.
+            let (Some(id), Some(g)) = (snap.pops.find(&rt.pop), GroupKey::parse(&rt.group, &snap.isps)) else {
+                continue;
+            };
+            let entry = self.routes.entry((id.0, g)).or_insert_with(|| RouteEntry {
+                pop: rt.pop.clone(),
+                group: rt.group.clone(),
+                by: HashMap::new(),
+            });
+            entry.by.insert(reporter.to_string(), (rt.rtt_ms, rt.loss, now));
+            self.dirty.insert(g);
         }
     }
 
-    /// Build and store a new table from the fresh data; forget expired data.
-    fn publish(&mut self, snap: &Snapshot, shared: &Shared) {
-        let now = Instant::now();
-        let (stale, quorum) = match &snap.feed {
-            Some(f) => (f.stale_after, f.quorum),
-            None => (Duration::ZERO, Quorum::Majority),
-        };
+    /// After a reload POP indices and ISP ids may have moved: resolve the
+    /// route keys again from the names they were reported under.
+    fn remap(&mut self, snap: &Snapshot) {
+        if self.config_generation == snap.generation {
+            return;
+        }
+        self.config_generation = snap.generation;
+        let old = std::mem::take(&mut self.routes);
+        for (_, e) in old {
+            if let (Some(id), Some(g)) = (snap.pops.find(&e.pop), GroupKey::parse(&e.group, &snap.isps)) {
+                self.routes.insert((id.0, g), e);
+            }
+        }
+        self.rows.clear();
+        self.dirty = self.routes.keys().map(|k| k.1).collect();
+    }
+
+    /// Forget what expired. Runs when the oldest datum expires, at most ten
+    /// times per `stale_after` (and per 100 ms), so its cost stays off the
+    /// per-report path.
+    fn sweep(&mut self, stale: Duration, now: Instant) {
         let fresh = |t: Instant| now.duration_since(t) <= stale;
         let mut next: Option<Instant> = None;
         let mut note = |t: Instant| {
             let e = t + stale + Duration::from_millis(1);
             next = Some(next.map_or(e, |n: Instant| n.min(e)));
         };
-
-        // Forget what expired.
         for views in self.pops.values_mut() {
             for v in views.values_mut() {
-                if v.health_at.is_some_and(|t| !fresh(t)) {
-                    v.health_at = None;
+                v.health_at = v.health_at.filter(|t| fresh(*t));
+                v.load = v.load.filter(|(_, t)| fresh(*t));
+                if let Some(t) = v.health_at {
+                    note(t);
                 }
-                if v.load.is_some_and(|(_, t)| !fresh(t)) {
-                    v.load = None;
+                if let Some((_, t)) = v.load {
+                    note(t);
                 }
             }
             views.retain(|_, v| v.health_at.is_some() || v.load.is_some());
         }
         self.pops.retain(|_, v| !v.is_empty());
-        for by in self.routes.values_mut() {
-            by.retain(|_, (_, _, t)| fresh(*t));
+        for ((_, g), e) in self.routes.iter_mut() {
+            let before = e.by.len();
+            e.by.retain(|_, m| fresh(m.2));
+            if e.by.len() != before {
+                self.dirty.insert(*g);
+            }
+            e.by.values().for_each(|m| note(m.2));
         }
-        self.routes.retain(|_, by| !by.is_empty());
+        self.routes.retain(|_, e| !e.by.is_empty());
+        self.next_expiry = next;
+        self.last_sweep = Some(now);
+    }
 
+    /// When to sweep next: the oldest datum's expiry, but not more often than
+    /// a tenth of `stale_after` (at most 100 ms).
+    fn sweep_at(&self, stale: Duration) -> Option<Instant> {
+        let gap = (stale / 10).min(Duration::from_millis(100));
+        let e = self.next_expiry?;
+        Some(match self.last_sweep {
+            Some(l) => e.max(l + gap),
+            None => e,
+        })
+    }
+
+    /// Build and store a new table: every POP's state, and the touched rows.
+    fn publish(&mut self, snap: &Snapshot, shared: &Shared) {
+        let now = Instant::now();
+        let (stale, quorum) = match &snap.feed {
+            Some(f) => (f.stale_after, f.quorum),
+            None => (Duration::ZERO, Quorum::Majority),
+        };
+        self.remap(snap);
+        if self.sweep_at(stale).is_some_and(|t| t <= now) {
+            self.sweep(stale, now);
+        }
+        let fresh = |t: Instant| now.duration_since(t) <= stale;
         let mut pops = Vec::with_capacity(snap.pops.len());
+        let mut loads = Vec::new();
         for pop in &snap.pops.list {
             let mut st = PopState { last_report_ms: self.last_report_ms.get(&pop.id).copied(), ..Default::default() };
             if let Some(views) = self.pops.get(&pop.id) {
                 let (mut seen, mut down) = (0u32, 0u32);
-                let mut loads = Vec::new();
+                loads.clear();
                 for v in views.values() {
-                    if let Some(t) = v.health_at {
-                        note(t);
+                    if v.health_at.is_some_and(fresh) {
                         seen += 1;
                         down += u32::from(!v.up);
                     }
-                    if let Some((l, t)) = v.load {
-                        note(t);
+                    if let Some((l, _)) = v.load.filter(|(_, t)| fresh(*t)) {
                         loads.push(l);
                     }
                 }
@@ -271,23 +346,33 @@ impl Work {
             }
             pops.push(st);
         }
-        let mut routes: HashMap<GroupKey, Box<[Option<Route>]>> = HashMap::new();
-        for ((pop, group), by) in &self.routes {
-            let (Some(id), Some(key)) = (snap.pops.find(pop), GroupKey::parse(group, &snap.isps)) else { continue };
-            let mut rtts: Vec<f64> = by.values().map(|v| v.0).collect();
-            let mut losses: Vec<f64> = by.values().map(|v| v.1).collect();
-            by.values().for_each(|v| note(v.2));
-            let (Some(rtt_ms), Some(loss)) = (median(&mut rtts), median(&mut losses)) else { continue };
-            let row = routes.entry(key).or_insert_with(|| vec![None; snap.pops.len()].into_boxed_slice());
-            row[id.0 as usize] = Some(Route { rtt_ms, loss });
+        let (mut rtts, mut losses) = (Vec::new(), Vec::new());
+        for g in std::mem::take(&mut self.dirty) {
+            let mut row = vec![None; snap.pops.len()];
+            for (i, cell) in row.iter_mut().enumerate() {
+                let Some(e) = self.routes.get(&(i as u16, g)) else { continue };
+                rtts.clear();
+                losses.clear();
+                for m in e.by.values().filter(|m| fresh(m.2)) {
+                    rtts.push(m.0);
+                    losses.push(m.1);
+                }
+                if let (Some(rtt_ms), Some(loss)) = (median(&mut rtts), median(&mut losses)) {
+                    *cell = Some(Route { rtt_ms, loss });
+                }
+            }
+            if row.iter().all(Option::is_none) {
+                self.rows.remove(&g);
+            } else {
+                self.rows.insert(g, row.into());
+            }
         }
-        self.next_expiry = next;
         self.generation += 1;
         shared.quality.store(Arc::new(Quality {
             generation: self.generation,
             config_generation: snap.generation,
             pops,
-            routes,
+            routes: self.rows.clone(),
         }));
         shared.feed_stats.published.fetch_add(1, Ordering::Release);
     }
