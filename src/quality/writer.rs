@@ -52,7 +52,12 @@ pub async fn start(
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) -> std::io::Result<(SocketAddr, Vec<tokio::task::JoinHandle<()>>)> {
-    let sock = UdpSocket::bind(addr).await?;
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
+    // Room for a burst from many probes while the writer publishes.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    let sock = UdpSocket::from_std(s.into())?;
     let bound = sock.local_addr()?;
     Ok((bound, vec![tokio::spawn(run(sock, shared, cancel))]))
 }

@@ -1,0 +1,114 @@
+//! Feed ingestion rate and report-to-answer latency, against the real server
+//! (in process, loopback, ephemeral ports). Run:
+//!   cargo run --release --example feed_rate [-- REPORTS]
+//! Not a test: figures go in the README.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use popdns::quality::feed;
+
+const REPORTERS: usize = 20;
+
+fn key(i: usize) -> Vec<u8> {
+    feed::decode_hex(&format!("{:032x}", 0x5eed_u128 << 64 | i as u128)).unwrap()
+}
+
+fn main() {
+    let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let dir = std::env::temp_dir().join(format!("popdns-feed-rate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let keys: String =
+        (0..REPORTERS).map(|i| format!("probe-{i}: \"{:032x}\"\n", 0x5eed_u128 << 64 | i as u128)).collect();
+    std::fs::write(dir.join("keys.yaml"), keys).unwrap();
+    let shipped = std::fs::read_to_string(repo.join("popdns.yaml")).unwrap();
+    let cfg = shipped
+        .replace("\"127.0.0.1:5300\", \"[::1]:5300\"", "\"127.0.0.1:0\"")
+        .replace("127.0.0.1:5301", "127.0.0.1:0")
+        .replace("127.0.0.1:8053", "127.0.0.1:0")
+        .replace("keys: feed-keys.yaml", &format!("keys: {}", dir.join("keys.yaml").display()))
+        .replace("max_reports_per_second: 100", "max_reports_per_second: 0")
+        .replace("geo/demo", &format!("{}/geo/demo", repo.display()))
+        .replace("pops: pops.yaml", &format!("pops: {}/pops.yaml", repo.display()))
+        .replace("zones: zones/", &format!("zones: {}/zones/", repo.display()));
+    std::fs::write(dir.join("popdns.yaml"), cfg).unwrap();
+    let snap = popdns::config::load(&dir.join("popdns.yaml")).unwrap();
+    let pop_ids: Vec<String> = snap.pops.list.iter().map(|p| p.id.clone()).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let h = rt.block_on(popdns::server::start(snap)).unwrap();
+    let to: SocketAddr = h.feed.unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut ts = vec![feed::now_ms(); REPORTERS];
+    // Reports like a probe's: every POP's state and ten routes.
+    let report = |i: usize, ts: u64, k: usize| {
+        let pops: Vec<String> =
+            pop_ids.iter().map(|p| format!(r#"{{"id":"{p}","up":true,"load":0.{}}}"#, (k + p.len()) % 9)).collect();
+        let routes: Vec<String> = (0..10)
+            .map(|j| {
+                let p = &pop_ids[(k + j) % pop_ids.len()];
+                format!(r#"{{"pop":"{p}","group":"CN-ZJ/chinatelecom","rtt_ms":{}.5,"loss":0.001}}"#, 10 + (k + j) % 50)
+            })
+            .collect();
+        let body = format!(r#"{{"ts":{ts},"pops":[{}],"routes":[{}]}}"#, pops.join(","), routes.join(","));
+        feed::encode(&format!("probe-{i}"), &key(i), body.as_bytes())
+    };
+    let datagrams: Vec<Vec<u8>> = (0..n)
+        .map(|k| {
+            let i = k % REPORTERS;
+            ts[i] += 1;
+            report(i, ts[i], k)
+        })
+        .collect();
+    let stats = &h.shared.feed_stats;
+    let t = Instant::now();
+    let mut sent = 0;
+    for d in &datagrams {
+        // Keep under the socket buffer: wait while more than 200 are queued.
+        while sent as u64 - stats.accepted.load(Ordering::Acquire) - dropped(stats) > 200 {
+            std::thread::yield_now();
+        }
+        sock.send_to(d, to).unwrap();
+        sent += 1;
+    }
+    while stats.accepted.load(Ordering::Acquire) + dropped(stats) < n as u64 && t.elapsed() < Duration::from_secs(60) {
+        std::thread::yield_now();
+    }
+    let el = t.elapsed();
+    let acc = stats.accepted.load(Ordering::Acquire);
+    println!(
+        "ingestion: {acc} of {n} reports accepted in {:.2} s = {:.0} reports/s ({} bytes each, {} publishes)",
+        el.as_secs_f64(),
+        acc as f64 / el.as_secs_f64(),
+        datagrams[0].len(),
+        stats.published.load(Ordering::Acquire)
+    );
+    // Latency: report sent -> visible in the table the next query reads.
+    let mut lat = Vec::new();
+    for k in 0..200 {
+        let i = k % REPORTERS;
+        ts[i] = ts[i].max(feed::now_ms()) + 1;
+        let before = h.shared.quality.load().generation;
+        let d = report(i, ts[i], k);
+        let t = Instant::now();
+        sock.send_to(&d, to).unwrap();
+        while h.shared.quality.load().generation == before {
+            std::hint::spin_loop();
+        }
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    println!(
+        "report -> table the next query reads: median {:?}, p99 {:?}, max {:?}",
+        lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100],
+        lat[lat.len() - 1]
+    );
+    rt.block_on(h.shutdown());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn dropped(s: &popdns::quality::writer::FeedStats) -> u64 {
+    feed::Drop::ALL.iter().map(|d| s.dropped(*d)).sum()
+}
