@@ -40,7 +40,7 @@ fn main() {
     let h = rt.block_on(popdns::server::start(snap)).unwrap();
     let to: SocketAddr = h.feed.unwrap();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut ts = vec![feed::now_ms(); REPORTERS];
+    let mut ts = [feed::now_ms(); REPORTERS];
     // Reports like a probe's: every POP's state and ten routes.
     let report = |i: usize, ts: u64, k: usize| {
         let pops: Vec<String> =
@@ -63,14 +63,12 @@ fn main() {
         .collect();
     let stats = &h.shared.feed_stats;
     let t = Instant::now();
-    let mut sent = 0;
-    for d in &datagrams {
+    for (sent, d) in datagrams.iter().enumerate() {
         // Keep under the socket buffer: wait while more than 200 are queued.
         while sent as u64 - stats.accepted.load(Ordering::Acquire) - dropped(stats) > 200 {
             std::thread::yield_now();
         }
         sock.send_to(d, to).unwrap();
-        sent += 1;
     }
     while stats.accepted.load(Ordering::Acquire) + dropped(stats) < n as u64 && t.elapsed() < Duration::from_secs(60) {
         std::thread::yield_now();
