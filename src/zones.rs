@@ -186,8 +186,10 @@ pub struct ScheduledName {
     pub coverage: Coverage,
     pub answers: u8,
     pub ttl: u32,
-    /// Candidate POPs (`pops: all` expands to every POP).
-    pub pops: Vec<PopId>,
+    /// Candidate POPs (`pops: all` expands to every POP). Interned: names
+    /// with the same list share one allocation (a million names on `all`
+    /// must not hold a million copies of it).
+    pub pops: std::sync::Arc<[PopId]>,
 }
 
 #[derive(Debug)]

@@ -427,10 +427,11 @@ fn zones(dir: &Path, pops: &Pops, main: &Ctx) -> Result<Zones, ConfigError> {
     let mut list: Vec<Zone> = Vec::new();
     let mut origins: Vec<(PathBuf, usize)> = Vec::new();
     let mut scheduled = Vec::new();
+    let mut lists = PopLists::new();
     for file in &files {
         let doc: Doc<raw::Zone> = yaml::load(file)?;
         let ctx = Ctx { file, lines: &doc.lines };
-        let zone = zone(&ctx, &doc.value, pops, &mut scheduled)?;
+        let zone = zone(&ctx, &doc.value, pops, &mut scheduled, &mut lists)?;
         if let Some(prev) = list.iter().position(|z| z.apex == zone.apex) {
             let (pf, pl) = &origins[prev];
             return Err(
@@ -484,7 +485,16 @@ fn owner(ctx: &Ctx, at: &[Seg], key: &str, apex: &[u8], zone: &str) -> Result<Ve
     Ok(wire)
 }
 
-fn zone(ctx: &Ctx, z: &raw::Zone, pops: &Pops, scheduled: &mut Vec<ScheduledName>) -> Result<Zone, ConfigError> {
+/// Interned POP lists of scheduled names.
+type PopLists = HashMap<Vec<PopId>, std::sync::Arc<[PopId]>>;
+
+fn zone(
+    ctx: &Ctx,
+    z: &raw::Zone,
+    pops: &Pops,
+    scheduled: &mut Vec<ScheduledName>,
+    lists: &mut PopLists,
+) -> Result<Zone, ConfigError> {
     let zname = z.zone.trim_end_matches('.').to_string();
     let apex = name::lower(&name::to_wire(&zname).map_err(|e| ctx.err(&ypath!["zone"], e))?);
     let mut nodes: NameMap<Node> = NameMap::default();
@@ -595,7 +605,7 @@ fn zone(ctx: &Ctx, z: &raw::Zone, pops: &Pops, scheduled: &mut Vec<ScheduledName
             coverage,
             answers,
             ttl: s.ttl.unwrap_or(60),
-            pops: list,
+            pops: lists.entry(list).or_insert_with_key(|l| l.as_slice().into()).clone(),
         });
     }
 

@@ -92,31 +92,30 @@ impl Cells {
             let Some(off) = res.offset() else { return NONE };
             *isp_of_offset.entry(off).or_insert_with(|| isps.of_asn(super::mmdb::decode_asn(res)).0 as u32)
         };
-        let v4_loc = partition(location, Family::V4, &mut loc_value);
-        let v4_isp = partition(asn, Family::V4, &mut isp_value);
-        let v6_loc = partition(location, Family::V6, &mut loc_value);
-        let v6_isp = partition(asn, Family::V6, &mut isp_value);
-
-        // The unknown location is the last one; cell 0 is "unknown, ISP other".
-        let unknown = loc_values.len() as u32;
-        loc_values.push(Location::default());
+        // Cell 0 is (no location, no ASN data): unknown, ISP other.
         let mut cells = Interner::<(u32, u32)>::default();
-        let mut cell_values = Vec::new();
-        let mut cell_of = |loc: u32, isp: u32| -> u32 {
-            let (id, new) = cells.intern((loc, isp));
-            if new {
-                let loc = if loc == NONE { unknown } else { loc };
-                cell_values.push(Cell {
-                    location: loc_values[loc as usize],
-                    isp: if isp == NONE { IspId::OTHER } else { IspId(isp as u8) },
-                });
-            }
-            id
+        let mut cell_of = |loc: u32, isp: u32| cells.intern((loc, isp)).0;
+        cell_of(NONE, NONE);
+        // One family at a time, so the temporary partitions of both never coexist.
+        let v4: Vec<(u32, u32)> = {
+            let (l, i) = (partition(location, Family::V4, &mut loc_value), partition(asn, Family::V4, &mut isp_value));
+            merge(&l, &i, &mut cell_of).into_iter().map(|(s, c)| (s as u32, c)).collect()
         };
-        cell_of(NONE, IspId::OTHER.0 as u32);
-        let v4: Vec<(u32, u32)> =
-            merge(&v4_loc, &v4_isp, &mut cell_of).into_iter().map(|(s, c)| (s as u32, c)).collect();
-        let (v6, v6_cells) = to_slash64(merge(&v6_loc, &v6_isp, &mut cell_of)).into_iter().unzip();
+        let (v6, v6_cells): (Vec<u64>, Vec<u32>) = {
+            let (l, i) = (partition(location, Family::V6, &mut loc_value), partition(asn, Family::V6, &mut isp_value));
+            to_slash64(merge(&l, &i, &mut cell_of)).into_iter().unzip()
+        };
+        let mut pairs: Vec<(u32, u32)> = vec![(NONE, NONE); cells.ids.len()];
+        for (k, id) in cells.ids {
+            pairs[id as usize] = k;
+        }
+        let cell_values = pairs
+            .into_iter()
+            .map(|(loc, isp)| Cell {
+                location: loc_values.get(loc as usize).copied().unwrap_or_default(),
+                isp: if isp == NONE { IspId::OTHER } else { IspId(isp as u8) },
+            })
+            .collect();
         let v4_index = (0..1u32 << 20).map(|hi| (v4.partition_point(|r| r.0 <= hi << 12) - 1) as u32).collect();
         Cells { v4, v4_index, v6, v6_cells, cells: cell_values, locations: loc_values.len() }
     }
