@@ -19,11 +19,10 @@ pub fn ask(sock: &UdpSocket, to: SocketAddr, id: u16, name: &str, ecs: Option<(I
         while Instant::now() < deadline {
             match sock.recv_from(&mut buf) {
                 Ok((n, from)) if from == to => {
-                    if let Some(r) = wire::parse(&buf[..n]) {
-                        if r.id == id {
+                    if let Some(r) = wire::parse(&buf[..n])
+                        && r.id == id {
                             return Some(r);
                         }
-                    }
                 }
                 Ok(_) => {}
                 Err(_) => break,
@@ -78,11 +77,10 @@ pub fn run(a: &Args) -> Result<(), String> {
             id = id.wrapping_add(1).max(1);
             let r = ask(&sock, *addr, id, name, Some((Ipv4Addr::from(s.net), 24)));
             let first = r.as_ref().and_then(|r| r.ips.first()).map(|ip| ip.to_string());
-            if let Some(r) = &r {
-                if let Some(sc) = r.scope {
+            if let Some(r) = &r
+                && let Some(sc) = r.scope {
                     scopes[i].push(sc);
                 }
-            }
             if let Some(f) = &first {
                 answered[i] += 1;
                 if near.contains(&f.as_str()) {
@@ -123,8 +121,8 @@ pub fn run(a: &Args) -> Result<(), String> {
     let _ = writeln!(out);
     for (i, (nm, _)) in servers.iter().enumerate() {
         let _ = write!(out, "{:<10}", nm);
-        for j in 0..k {
-            let _ = write!(out, " {:>9}", pct(pair[i][j]));
+        for &x in &pair[i] {
+            let _ = write!(out, " {:>9}", pct(x));
         }
         let _ = writeln!(out);
     }
@@ -167,16 +165,14 @@ pub fn probe(a: &Args) -> Result<(), String> {
         let _ = sock.send_to(&q, to);
         let until = Instant::now() + Duration::from_millis(5);
         while Instant::now() < until {
-            if let Ok((n, _)) = sock.recv_from(&mut buf) {
-                if let Some(r) = wire::parse(&buf[..n]) {
-                    if !r.ips.is_empty() {
+            if let Ok((n, _)) = sock.recv_from(&mut buf)
+                && let Some(r) = wire::parse(&buf[..n])
+                    && !r.ips.is_empty() {
                         let ms = (now_ns().saturating_sub(t0)) as f64 / 1e6;
                         let ips: Vec<String> = r.ips.iter().map(IpAddr::to_string).collect();
                         println!("ttfa_ms={ms:.1} rcode={} answer={} scope={}", r.rcode, ips.join(","), r.scope.map(|s| s.to_string()).unwrap_or("-".into()));
                         return Ok(());
                     }
-                }
-            }
         }
     }
     Err(format!("no answer from {to} within {timeout}s"))

@@ -11,6 +11,7 @@
 //!   probe      query until answered; print time to first answer
 //!   scale-gen  synthetic POP inventories and zones for bench/scale.sh
 //!   lat        avg/p50/p99 of a dnsperf -v output file
+//!   quiet      wait until the machine is idle (between runs)
 
 mod args;
 mod check;
@@ -27,7 +28,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = argv.first().cloned() else {
-        eprintln!("usage: pbench <sample|workloads|inventory|check|measure|report|feed|probe|scale-gen|lat> ...");
+        eprintln!("usage: pbench <sample|workloads|inventory|check|measure|report|feed|probe|scale-gen|lat|quiet> ...");
         return ExitCode::from(1);
     };
     let a = args::Args::parse(&argv[1..]);
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         "probe" => check::probe(&a),
         "scale-gen" => scale::run(&a),
         "lat" => measure::lat_cmd(&a),
+        "quiet" => measure::quiet(&a),
         _ => Err(format!("unknown subcommand {cmd}")),
     };
     match r {

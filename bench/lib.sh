@@ -1,0 +1,147 @@
+# shellcheck shell=bash
+# bench/lib.sh: shared by run.sh and scale.sh (sourced, not run).
+# Installs what the benchmark needs, builds popdns and the helpers, starts and
+# stops servers (only the ones it started, by pid), pins them to CPU 0.
+
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$BENCH")
+GEO=${GEO:-$(cd "$REPO/.." && pwd)/shared/geo}
+WORK=${WORK:-$BENCH/work}          # generated configs, workloads, binaries (git-ignored)
+PBENCH=$BENCH/tools/target/release/pbench
+POPDNS=$REPO/target/release/popdns
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Run the harness itself (and so dnsperf, the feed and the meter) on CLIENT_CPU.
+pin_self() {
+    if [ "${BENCH_PINNED:-}" != 1 ] && [ "$(nproc --all)" -ge 2 ]; then
+        export BENCH_PINNED=1
+        exec taskset -c "$CLIENT_CPU" bash "$0" "$@"
+    fi
+}
+
+# apt packages for the peers and the load generator. policy-rc.d exiting 101
+# keeps the packages' daemons from starting on :53 (removed again only if we
+# created it).
+install_deps() {
+    local need=()
+    command -v dnsperf >/dev/null || need+=(dnsperf)
+    command -v gdnsd >/dev/null || need+=(gdnsd)
+    command -v knotd >/dev/null || need+=(knot)
+    [ -e /usr/lib/x86_64-linux-gnu/knot/modules-3.2/geoip.so ] || ls /usr/lib/*/knot/modules-*/geoip.so >/dev/null 2>&1 || need+=(knot-module-geoip)
+    command -v nsd >/dev/null || need+=(nsd)
+    command -v cc >/dev/null || need+=(gcc libc6-dev)
+    if [ "${PERF:-0}" = 1 ] && ! command -v perf >/dev/null; then need+=(linux-perf); fi
+    if [ ${#need[@]} -gt 0 ]; then
+        [ "$(id -u)" = 0 ] || die "need root to install: ${need[*]}"
+        local made_policy=0
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+            chmod +x /usr/sbin/policy-rc.d
+            made_policy=1
+        fi
+        log "installing: ${need[*]}"
+        apt-get update -q >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2
+        [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+    fi
+    # gdnsd's run and state directories are compiled in.
+    mkdir -p /run/gdnsd /var/lib/gdnsd
+}
+
+build_all() {
+    mkdir -p "$WORK/bin"
+    if [ "${SKIP_BUILD:-0}" != 1 ]; then
+        log "building popdns (release)"
+        (cd "$REPO" && cargo build --release -q) || die "cargo build of popdns failed"
+    fi
+    [ -x "$POPDNS" ] || die "$POPDNS missing"
+    log "building bench helpers"
+    (cd "$BENCH/tools" && cargo build --release -q) || die "cargo build of bench/tools failed"
+    cc -O2 -Wall -o "$WORK/bin/bare" "$BENCH/tools/bare.c" || die "cc bare.c failed"
+}
+
+# All pids of the process tree under $1 (itself included).
+tree_pids() {
+    local root=$1
+    ps -e -o pid=,ppid= | awk -v root="$root" '
+        { parent[$1] = $2; pids[NR] = $1 }
+        END {
+            keep[root] = 1; changed = 1
+            while (changed) { changed = 0
+                for (i in pids) { p = pids[i]; if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; changed = 1 } } }
+            for (p in keep) if (p != "") print p
+        }'
+}
+
+# Pin every thread of every process of the tree to SERVER_CPU.
+pin_tree() {
+    local p
+    for p in $(tree_pids "$1"); do
+        taskset -a -p -c "$SERVER_CPU" "$p" >/dev/null 2>&1 || true
+    done
+}
+
+port_free() {
+    ! ss -Hlun "sport = :$1" 2>/dev/null | grep -q . && ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
+}
+
+declare -A SERVER_PID=()
+
+# start_server NAME PORT LOGFILE CMD...: start under taskset on SERVER_CPU, wait
+# for an answer (time to first answer in $WORK/NAME.ttfa), pin its whole tree.
+start_server() {
+    local name=$1 port=$2 logf=$3
+    shift 3
+    port_free "$port" || die "port $port (for $name) is in use"
+    local t0
+    t0=$(date +%s%N)
+    taskset -c "$SERVER_CPU" "$@" >"$logf" 2>&1 &
+    local pid=$!
+    SERVER_PID[$name]=$pid
+    if ! "$PBENCH" probe --addr "127.0.0.1:$port" --ecs 115.236.1.0/24 --t0-ns "$t0" \
+        --timeout "${START_TIMEOUT:-180}" >"$WORK/$name.ttfa" 2>&1; then
+        log "$name did not answer; its log:"
+        tail -20 "$logf" >&2
+        return 1
+    fi
+    pin_tree "$pid"
+    log "$name up (pid $pid, $(cut -d' ' -f1 "$WORK/$name.ttfa"), rss $(rss_mib "$pid") MiB)"
+}
+
+# rss_mib PID [VmRSS|VmHWM]: summed over the process tree, MiB.
+rss_mib() {
+    local kb=0 p v field=${2:-VmRSS}
+    for p in $(tree_pids "$1"); do
+        v=$(awk -v f="$field:" '$1 == f {print $2}' "/proc/$p/status" 2>/dev/null || true)
+        kb=$((kb + ${v:-0}))
+    done
+    echo $((kb / 1024))
+}
+
+stop_server() {
+    local name=$1 pid=${SERVER_PID[$1]:-}
+    [ -n "$pid" ] || return 0
+    local pids
+    pids=$(tree_pids "$pid")
+    # shellcheck disable=SC2086
+    kill -TERM $pids 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        # shellcheck disable=SC2086
+        kill -KILL $pids 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    unset "SERVER_PID[$name]"
+}
+
+stop_all() {
+    local n
+    for n in "${!SERVER_PID[@]}"; do stop_server "$n"; done
+}
