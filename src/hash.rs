@@ -25,3 +25,10 @@ impl Hasher for FnvHasher {
 
 /// `HashMap<K, V, Fnv>`.
 pub type Fnv = BuildHasherDefault<FnvHasher>;
+
+/// The FNV hash of a value, for sorting values that have no order of their own.
+pub fn key_of<T: std::hash::Hash>(v: &T) -> u64 {
+    let mut h = FnvHasher::default();
+    v.hash(&mut h);
+    std::hash::Hasher::finish(&h)
+}

@@ -3,7 +3,9 @@
 //! One task owns the feed socket and a working copy of everything reported.
 //! It verifies each datagram (`feed.rs`), applies the accepted ones, drains
 //! whatever else is already queued (a burst is published once), and then
-//! publishes a new immutable [`Quality`] with `store`. Queries only `load`.
+//! publishes a new immutable [`Quality`] with `store`, at most once per
+//! `PUBLISH_GAP` (5 ms). Queries only `load`. A publish recomputes only what
+//! the applied reports touched.
 //! It also wakes when the oldest fresh report expires, so stale data leaves
 //! the table on time even when no datagram arrives, and when the config is
 //! reloaded (POP ids may have moved).
@@ -67,11 +69,25 @@ pub fn config_changed(shared: &Shared) {
     shared.feed_stats.reconfigured.notify_one();
 }
 
+/// Least time between two publishes. A report arriving after a quiet spell
+/// is published at once; under a steady feed the reports of the last few
+/// milliseconds are applied and published together, so the writer wakes (and
+/// takes the CPU from the query workers) a few hundred times a second at most,
+/// not once per report. Well under the 10 ms a change may take to show.
+const PUBLISH_GAP: Duration = Duration::from_millis(5);
+
 async fn run(sock: UdpSocket, shared: Arc<Shared>, cancel: CancellationToken) {
     let mut work = Work::default();
     let mut buf = vec![0u8; 65536];
     let mut log = DropLog::default();
+    let mut last_publish: Option<tokio::time::Instant> = None;
     loop {
+        if let Some(next) = last_publish.map(|t| t + PUBLISH_GAP).filter(|t| *t > tokio::time::Instant::now()) {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep_until(next) => {}
+            }
+        }
         let stale = shared.snapshot.load().feed.as_ref().map_or(Duration::from_secs(30), |f| f.stale_after);
         let wake = work.sweep_at(stale).map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -91,6 +107,7 @@ async fn run(sock: UdpSocket, shared: Arc<Shared>, cancel: CancellationToken) {
                 }
                 if accepted > 0 {
                     work.publish(&snap, &shared);
+                    last_publish = Some(tokio::time::Instant::now());
                     // Counted after the store: whoever sees the count sees the data.
                     shared.feed_stats.accepted.fetch_add(accepted, Ordering::Release);
                 }
@@ -146,10 +163,13 @@ struct Work {
     reporters: HashMap<String, Reporter>,
     /// pop id -> reporter -> view
     pops: HashMap<String, HashMap<String, View>>,
-    routes: HashMap<(u16, GroupKey), RouteEntry>,
-    /// The rows of the last publish, shared with it.
+    routes: HashMap<(u16, GroupKey), RouteEntry, crate::hash::Fnv>,
+    /// The POP states and rows of the last publish (rows shared with it).
+    states: Vec<PopState>,
     rows: RouteRows,
-    dirty: HashSet<GroupKey>,
+    /// What changed since the last publish: only that is recomputed.
+    dirty_pops: HashSet<String>,
+    dirty_routes: HashSet<(u16, GroupKey)>,
     /// pop id -> unix ms of its newest accepted report
     last_report_ms: HashMap<String, u64>,
     /// When the oldest fresh datum expires (the next sweep).
@@ -207,6 +227,7 @@ impl Work {
         }
         for p in &r.pops {
             self.last_report_ms.insert(p.id.clone(), r.ts);
+            self.dirty_pops.insert(p.id.clone());
             let views = self.pops.entry(p.id.clone()).or_default();
             let fresh = |at: Option<Instant>| at.is_some_and(|t| now.duration_since(t) <= cfg.stale_after);
             let v =
@@ -234,6 +255,7 @@ impl Work {
         }
         for rt in &r.routes {
             self.last_report_ms.insert(rt.pop.clone(), r.ts);
+            self.dirty_pops.insert(rt.pop.clone());
             // Validated against this snapshot a moment ago.
             let (Some(id), Some(g)) = (snap.pops.find(&rt.pop), GroupKey::parse(&rt.group, &snap.isps)) else {
                 continue;
@@ -244,7 +266,7 @@ impl Work {
                 by: HashMap::new(),
             });
             entry.by.insert(reporter.to_string(), (rt.rtt_ms, rt.loss, now));
-            self.dirty.insert(g);
+            self.dirty_routes.insert((id.0, g));
         }
     }
 
@@ -262,7 +284,9 @@ impl Work {
             }
         }
         self.rows.clear();
-        self.dirty = self.routes.keys().map(|k| k.1).collect();
+        self.states = vec![PopState::default(); snap.pops.len()];
+        self.dirty_routes = self.routes.keys().copied().collect();
+        self.dirty_pops = snap.pops.list.iter().map(|p| p.id.clone()).collect();
     }
 
     /// Forget what expired. Runs when the oldest datum expires, at most ten
@@ -275,8 +299,11 @@ impl Work {
             let e = t + stale + Duration::from_millis(1);
             next = Some(next.map_or(e, |n: Instant| n.min(e)));
         };
-        for views in self.pops.values_mut() {
+        for (pop, views) in self.pops.iter_mut() {
             for v in views.values_mut() {
+                if v.health_at.is_some_and(|t| !fresh(t)) || v.load.is_some_and(|(_, t)| !fresh(t)) {
+                    self.dirty_pops.insert(pop.clone());
+                }
                 v.health_at = v.health_at.filter(|t| fresh(*t));
                 v.load = v.load.filter(|(_, t)| fresh(*t));
                 if let Some(t) = v.health_at {
@@ -289,11 +316,11 @@ impl Work {
             views.retain(|_, v| v.health_at.is_some() || v.load.is_some());
         }
         self.pops.retain(|_, v| !v.is_empty());
-        for ((_, g), e) in self.routes.iter_mut() {
+        for (key, e) in self.routes.iter_mut() {
             let before = e.by.len();
             e.by.retain(|_, m| fresh(m.2));
             if e.by.len() != before {
-                self.dirty.insert(*g);
+                self.dirty_routes.insert(*key);
             }
             e.by.values().for_each(|m| note(m.2));
         }
@@ -325,11 +352,11 @@ impl Work {
             self.sweep(stale, now);
         }
         let fresh = |t: Instant| now.duration_since(t) <= stale;
-        let mut pops = Vec::with_capacity(snap.pops.len());
         let mut loads = Vec::new();
-        for pop in &snap.pops.list {
-            let mut st = PopState { last_report_ms: self.last_report_ms.get(&pop.id).copied(), ..Default::default() };
-            if let Some(views) = self.pops.get(&pop.id) {
+        for name in std::mem::take(&mut self.dirty_pops) {
+            let Some(id) = snap.pops.find(&name) else { continue };
+            let mut st = PopState { last_report_ms: self.last_report_ms.get(&name).copied(), ..Default::default() };
+            if let Some(views) = self.pops.get(&name) {
                 let (mut seen, mut down) = (0u32, 0u32);
                 loads.clear();
                 for v in views.values() {
@@ -349,21 +376,34 @@ impl Work {
                 };
                 st.load = median(&mut loads);
             }
-            pops.push(st);
+            if let Some(slot) = self.states.get_mut(id.0 as usize) {
+                *slot = st;
+            }
         }
+        // Changed cells, grouped by row: each touched row is copied once.
+        let mut touched: Vec<(u16, GroupKey)> = std::mem::take(&mut self.dirty_routes).into_iter().collect();
+        touched.sort_unstable_by_key(|(i, g)| (crate::hash::key_of(g), *i));
         let (mut rtts, mut losses) = (Vec::new(), Vec::new());
-        for g in std::mem::take(&mut self.dirty) {
-            let mut row = vec![None; snap.pops.len()];
-            for (i, cell) in row.iter_mut().enumerate() {
-                let Some(e) = self.routes.get(&(i as u16, g)) else { continue };
+        let mut k = 0;
+        while k < touched.len() {
+            let g = touched[k].1;
+            let mut row: Vec<Option<Route>> =
+                self.rows.get(&g).map_or_else(|| vec![None; snap.pops.len()], |r| r.to_vec());
+            while k < touched.len() && touched[k].1 == g {
+                let i = touched[k].0 as usize;
+                k += 1;
                 rtts.clear();
                 losses.clear();
-                for m in e.by.values().filter(|m| fresh(m.2)) {
+                for m in self.routes.get(&(i as u16, g)).into_iter().flat_map(|e| e.by.values()).filter(|m| fresh(m.2))
+                {
                     rtts.push(m.0);
                     losses.push(m.1);
                 }
-                if let (Some(rtt_ms), Some(loss)) = (median(&mut rtts), median(&mut losses)) {
-                    *cell = Some(Route { rtt_ms, loss });
+                if let Some(cell) = row.get_mut(i) {
+                    *cell = match (median(&mut rtts), median(&mut losses)) {
+                        (Some(rtt_ms), Some(loss)) => Some(Route { rtt_ms, loss }),
+                        _ => None,
+                    };
                 }
             }
             if row.iter().all(Option::is_none) {
@@ -376,7 +416,7 @@ impl Work {
         shared.quality.store(Arc::new(Quality {
             generation: self.generation,
             config_generation: snap.generation,
-            pops,
+            pops: self.states.clone(),
             routes: self.rows.clone(),
         }));
         shared.feed_stats.published.fetch_add(1, Ordering::Release);
