@@ -170,7 +170,9 @@ async fn wait_for_signals(path: &Path, handle: &popdns::server::ServerHandle) {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return,
             _ = term.recv() => return,
-            _ = hup.recv() => match handle.reload(path) {
+            // Compiling the cell table of a full database takes seconds: keep it
+            // off the runtime's other tasks (TCP, the feed writer).
+            _ = hup.recv() => match tokio::task::block_in_place(|| handle.reload(path)) {
                 Ok(g) => tracing::info!(generation = g, "reloaded"),
                 Err(e) => tracing::error!("reload failed, keeping the running config: {e}"),
             },
