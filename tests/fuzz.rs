@@ -17,56 +17,6 @@ use hickory_proto::rr::RecordType;
 
 const SENTINEL_ID: u16 = 0xF00D;
 
-/// One TCP connection reused by every TCP query of a test (RFC 7766
-/// pipelining). A connection per query would leave a client port in TIME_WAIT
-/// each time, and a later TestServer whose UDP port 0 lands on such a number
-/// cannot bind its TCP listener there (EADDRINUSE).
-struct TcpConn(std::cell::RefCell<std::net::TcpStream>);
-
-impl TcpConn {
-    fn connect(addr: std::net::SocketAddr) -> TcpConn {
-        let t = std::net::TcpStream::connect(addr).unwrap();
-        t.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
-        TcpConn(std::cell::RefCell::new(t))
-    }
-    fn raw(&self, query: &[u8]) -> Vec<u8> {
-        use std::io::{Read, Write};
-        let mut t = self.0.borrow_mut();
-        let mut framed = (query.len() as u16).to_be_bytes().to_vec();
-        framed.extend_from_slice(query);
-        t.write_all(&framed).unwrap();
-        let mut len = [0u8; 2];
-        t.read_exact(&mut len).expect("no TCP answer (connection closed?)");
-        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-        t.read_exact(&mut buf).unwrap();
-        buf
-    }
-    fn msg(&self, m: &hickory_proto::op::Message) -> hickory_proto::op::Message {
-        let r = hickory_proto::op::Message::from_vec(&self.raw(&m.to_vec().unwrap())).unwrap();
-        assert_eq!(r.metadata.id, m.metadata.id);
-        r
-    }
-}
-
-/// A server with its TCP connection. `server` is dropped first: the server
-/// closes the connection, so the TIME_WAIT stays on its side.
-struct Srv {
-    server: TestServer,
-    udp: std::net::SocketAddr,
-    tcp: TcpConn,
-}
-
-impl Srv {
-    fn start() -> Srv {
-        Srv::start_with(&Setup::default())
-    }
-    fn start_with(setup: &Setup) -> Srv {
-        let server = TestServer::start_with(setup);
-        let (udp, tcp) = (server.udp, TcpConn::connect(server.tcp));
-        Srv { server, udp, tcp }
-    }
-}
-
 struct XorShift(u64);
 
 impl XorShift {
