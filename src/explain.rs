@@ -79,17 +79,8 @@ pub fn explain(
         })
         .collect();
     let pick = scheduler::address_index(&client);
-    let answer: Vec<String> = d
-        .pops()
-        .iter()
-        .filter_map(|id| {
-            let p = snap.pops.get(*id);
-            match family {
-                Family::V4 => p.ipv4.get(pick % p.ipv4.len().max(1)).map(|a| a.to_string()),
-                Family::V6 => p.ipv6.get(pick % p.ipv6.len().max(1)).map(|a| a.to_string()),
-            }
-        })
-        .collect();
+    let answer: Vec<String> =
+        d.pops().iter().filter_map(|id| snap.pops.get(*id).address(family, pick).map(|a| a.to_string())).collect();
     Ok(json!({
         "name": fqdn,
         "type": if family == Family::V4 { "A" } else { "AAAA" },

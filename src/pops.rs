@@ -107,6 +107,14 @@ impl Pop {
             Family::V6 => !self.ipv6.is_empty(),
         }
     }
+
+    /// The address of `family` that a client with this stable `pick` gets.
+    pub fn address(&self, f: Family, pick: usize) -> Option<std::net::IpAddr> {
+        match f {
+            Family::V4 => self.ipv4.get(pick % self.ipv4.len().max(1)).map(|a| (*a).into()),
+            Family::V6 => self.ipv6.get(pick % self.ipv6.len().max(1)).map(|a| (*a).into()),
+        }
+    }
 }
 
 /// All POPs of one config generation.

@@ -375,22 +375,17 @@ impl<'s> Lookup<'s> {
         // Among a POP's addresses, the same stable hash at the answer's scope.
         let pick = scheduler::address_index(client);
         for id in d.pops() {
-            let pop = self.snap.pops.get(*id);
-            if !pop.has_family(family) {
-                continue;
-            }
+            let Some(addr) = self.snap.pops.get(*id).address(family, pick) else { continue };
             r.owner(owner);
-            match family {
-                Family::V4 => {
-                    let Some(a) = pop.ipv4.get(pick % pop.ipv4.len().max(1)) else { continue };
+            match addr {
+                IpAddr::V4(a) => {
                     r.out.u16(rtype::A);
                     r.out.u16(CLASS_IN);
                     r.out.u32(ttl);
                     r.out.u16(4);
                     r.out.put(&a.octets());
                 }
-                Family::V6 => {
-                    let Some(a) = pop.ipv6.get(pick % pop.ipv6.len().max(1)) else { continue };
+                IpAddr::V6(a) => {
                     r.out.u16(rtype::AAAA);
                     r.out.u16(CLASS_IN);
                     r.out.u32(ttl);
