@@ -121,14 +121,20 @@ impl Pop {
 #[derive(Debug, Default)]
 pub struct Pops {
     pub list: Vec<Pop>,
+    by_id: std::collections::HashMap<String, PopId>,
 }
 
 impl Pops {
+    /// `list` must hold at most 65,536 POPs with distinct ids (config checks both).
+    pub fn new(list: Vec<Pop>) -> Pops {
+        let by_id = list.iter().enumerate().map(|(i, p)| (p.id.clone(), PopId(i as u16))).collect();
+        Pops { list, by_id }
+    }
     pub fn get(&self, id: PopId) -> &Pop {
         &self.list[id.0 as usize]
     }
     pub fn find(&self, name: &str) -> Option<PopId> {
-        self.list.iter().position(|p| p.id == name).map(|i| PopId(i as u16))
+        self.by_id.get(name).copied()
     }
     pub fn len(&self) -> usize {
         self.list.len()

@@ -395,7 +395,7 @@ fn pops(file: &Path, isps: &IspMap, warnings: &mut Vec<ConfigWarning>) -> Result
             mainland: country.is_mainland(),
         });
     }
-    Ok(Pops { list })
+    Ok(Pops::new(list))
 }
 
 fn addrs<T: std::str::FromStr>(ctx: &Ctx, i: usize, key: &str, v: &[String], fam: &str) -> Result<Vec<T>, ConfigError> {

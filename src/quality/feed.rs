@@ -135,70 +135,87 @@ pub struct Report {
     pub routes: Vec<RouteReport>,
 }
 
-/// The body as JSON (malformed when it is not UTF-8 JSON) and its `ts`
-/// (invalid when missing or not an unsigned integer).
-pub fn body_json(body: &[u8]) -> Result<serde_json::Value, Drop> {
-    let text = std::str::from_utf8(body).map_err(|_| Drop::Malformed)?;
-    serde_json::from_str(text).map_err(|_| Drop::Malformed)
-}
+/// A body's `ts`, and the report it holds or why it is `invalid`. The outer
+/// error is `malformed` (not UTF-8 JSON) or `invalid` with no usable `ts`;
+/// the inner one comes after `ts`, so the caller checks replay and skew first,
+/// in the contract's order.
+pub type Parsed = Result<(u64, Result<Report, Drop>), Drop>;
 
-pub fn ts_of(v: &serde_json::Value) -> Result<u64, Drop> {
-    v.get("ts").and_then(serde_json::Value::as_u64).ok_or(Drop::Invalid)
-}
-
-/// Full validation: types, ranges, known POPs and groups. `known_pop` and
-/// `known_group` come from the current config snapshot.
-pub fn report(
-    v: &serde_json::Value,
-    known_pop: impl Fn(&str) -> bool,
-    known_group: impl Fn(&str) -> bool,
-) -> Result<Report, Drop> {
+/// Parse and validate a body in one pass over the bytes (no JSON tree, no
+/// copy of it): types, ranges, and POPs and groups known to the current config.
+pub fn parse(body: &[u8], known_pop: impl Fn(&str) -> bool, known_group: impl Fn(&str) -> bool) -> Parsed {
+    use std::borrow::Cow;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    struct Body {
+    struct Body<'a> {
         ts: u64,
-        #[serde(default)]
-        pops: Vec<P>,
-        #[serde(default)]
-        routes: Vec<R>,
+        #[serde(default, borrow)]
+        pops: Vec<P<'a>>,
+        #[serde(default, borrow)]
+        routes: Vec<R<'a>>,
     }
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    struct P {
-        id: String,
+    struct P<'a> {
+        #[serde(borrow)]
+        id: Cow<'a, str>,
         up: Option<bool>,
         load: Option<f64>,
     }
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    struct R {
-        pop: String,
-        group: String,
+    struct R<'a> {
+        #[serde(borrow)]
+        pop: Cow<'a, str>,
+        #[serde(borrow)]
+        group: Cow<'a, str>,
         rtt_ms: f64,
         #[serde(default)]
         loss: f64,
     }
-    let b: Body = serde_json::from_value(v.clone()).map_err(|_| Drop::Invalid)?;
+    #[derive(serde::Deserialize)]
+    struct TsOnly {
+        ts: u64,
+    }
+    let text = std::str::from_utf8(body).map_err(|_| Drop::Malformed)?;
+    let b: Body<'_> = match serde_json::from_str(text) {
+        Ok(b) => b,
+        Err(e) if e.is_data() => {
+            // Valid JSON of the wrong shape: `invalid`, after replay and skew
+            // when its `ts` can be read.
+            return match serde_json::from_str::<TsOnly>(text) {
+                Ok(t) => Ok((t.ts, Err(Drop::Invalid))),
+                Err(e) if e.is_data() => Err(Drop::Invalid),
+                Err(_) => Err(Drop::Malformed),
+            };
+        }
+        Err(_) => return Err(Drop::Malformed),
+    };
     let unit = |x: f64| (0.0..=1.0).contains(&x);
-    for p in &b.pops {
-        if !known_pop(&p.id) || (p.up.is_none() && p.load.is_none()) || p.load.is_some_and(|l| !unit(l)) {
-            return Err(Drop::Invalid);
-        }
+    let valid_pops =
+        b.pops.iter().all(|p| known_pop(&p.id) && (p.up.is_some() || p.load.is_some()) && p.load.is_none_or(unit));
+    let valid_routes = b
+        .routes
+        .iter()
+        .all(|r| known_pop(&r.pop) && known_group(&r.group) && unit(r.loss) && r.rtt_ms >= 0.0 && r.rtt_ms < 1e6);
+    if !(valid_pops && valid_routes) {
+        return Ok((b.ts, Err(Drop::Invalid)));
     }
-    for r in &b.routes {
-        if !(known_pop(&r.pop) && known_group(&r.group) && unit(r.loss) && r.rtt_ms >= 0.0 && r.rtt_ms < 1e6) {
-            return Err(Drop::Invalid);
-        }
-    }
-    Ok(Report {
+    let report = Report {
         ts: b.ts,
-        pops: b.pops.into_iter().map(|p| PopReport { id: p.id, up: p.up, load: p.load }).collect(),
+        pops: b.pops.into_iter().map(|p| PopReport { id: p.id.into_owned(), up: p.up, load: p.load }).collect(),
         routes: b
             .routes
             .into_iter()
-            .map(|r| RouteReport { pop: r.pop, group: r.group, rtt_ms: r.rtt_ms, loss: r.loss })
+            .map(|r| RouteReport {
+                pop: r.pop.into_owned(),
+                group: r.group.into_owned(),
+                rtt_ms: r.rtt_ms,
+                loss: r.loss,
+            })
             .collect(),
-    })
+    };
+    Ok((b.ts, Ok(report)))
 }
 
 pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -237,22 +254,22 @@ mod tests {
     #[test]
     fn body_checks() {
         let yes = |_: &str| true;
-        assert_eq!(body_json(b"\xff"), Err(Drop::Malformed));
-        assert_eq!(body_json(b"{"), Err(Drop::Malformed));
-        assert_eq!(ts_of(&body_json(b"{}").unwrap()), Err(Drop::Invalid));
-        let v = body_json(br#"{"ts":5,"pops":[{"id":"a","up":true,"load":0.5}],"routes":[{"pop":"a","group":"*","rtt_ms":3,"loss":0}]}"#).unwrap();
-        assert_eq!(report(&v, yes, yes).unwrap().pops[0].load, Some(0.5));
-        assert_eq!(report(&v, |_| false, yes), Err(Drop::Invalid));
-        assert_eq!(report(&v, yes, |_| false), Err(Drop::Invalid));
+        assert_eq!(parse(b"\xff", yes, yes), Err(Drop::Malformed));
+        assert_eq!(parse(b"{", yes, yes), Err(Drop::Malformed));
+        assert_eq!(parse(b"{}", yes, yes), Err(Drop::Invalid), "no ts");
+        let v: &[u8] = br#"{"ts":5,"pops":[{"id":"a","up":true,"load":0.5}],"routes":[{"pop":"a","group":"*","rtt_ms":3,"loss":0}]}"#;
+        assert_eq!(parse(v, yes, yes).unwrap().1.unwrap().pops[0].load, Some(0.5));
+        assert_eq!(parse(v, |_| false, yes), Ok((5, Err(Drop::Invalid))));
+        assert_eq!(parse(v, yes, |_| false), Ok((5, Err(Drop::Invalid))));
+        assert_eq!(parse(br#"{"ts":"5"}"#, yes, yes), Err(Drop::Invalid), "a ts that is not a number");
         for bad in [
             r#"{"ts":5,"pops":[{"id":"a","load":1.5}]}"#,
             r#"{"ts":5,"routes":[{"pop":"a","group":"*","rtt_ms":-1,"loss":0}]}"#,
             r#"{"ts":5,"routes":[{"pop":"a","group":"*","rtt_ms":1,"loss":2}]}"#,
             r#"{"ts":5,"pops":[{"id":"a","up":"yes"}]}"#,
-            r#"{"ts":"5"}"#,
             r#"{"ts":5,"extra":1}"#,
         ] {
-            assert_eq!(report(&body_json(bad.as_bytes()).unwrap(), yes, yes), Err(Drop::Invalid), "{bad}");
+            assert_eq!(parse(bad.as_bytes(), yes, yes), Ok((5, Err(Drop::Invalid))), "{bad}");
         }
     }
 }

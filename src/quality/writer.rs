@@ -200,8 +200,8 @@ impl Work {
         if !feed::mac_ok(key, env.body, &env.mac) {
             return Err(Drop::BadMac);
         }
-        let json = feed::body_json(env.body)?;
-        let ts = feed::ts_of(&json)?;
+        let (ts, report) =
+            feed::parse(env.body, |p| snap.pops.find(p).is_some(), |g| GroupKey::parse(g, &snap.isps).is_some())?;
         let last = self.reporters.get(env.reporter).map_or(0, |r| r.last_ts);
         if ts <= last {
             return Err(Drop::Replay);
@@ -209,8 +209,7 @@ impl Work {
         if ts.abs_diff(now_ms) > cfg.max_skew.as_millis() as u64 {
             return Err(Drop::Skew);
         }
-        let report =
-            feed::report(&json, |p| snap.pops.find(p).is_some(), |g| GroupKey::parse(g, &snap.isps).is_some())?;
+        let report = report?;
         let reporter = self.reporters.entry(env.reporter.to_string()).or_default();
         if !take_token(reporter, cfg.max_reports_per_second, now) {
             return Err(Drop::Rate);
