@@ -148,8 +148,8 @@ impl ServerHandle {
     /// snapshot keeps serving. Listening addresses are bound once: a change
     /// there needs a restart (logged).
     pub fn reload(&self, path: &std::path::Path) -> Result<u64, crate::config::ConfigError> {
-        let new = crate::config::load(path)?;
-        let old = self.shared.snapshot.load();
+        let old = self.shared.snapshot.load_full();
+        let new = crate::config::load_after(path, Some(&old))?;
         if new.listen.dns != old.listen.dns || new.listen.feed != old.listen.feed {
             tracing::warn!("listen addresses changed: restart to bind them");
         }

@@ -74,3 +74,32 @@ fn route_data_follows_its_pop_across_a_reload_that_reorders_pops() {
     }
     assert_eq!(ask(s.udp, WWW, "115.236.1.0/24"), ["203.0.113.10"], "still de-fra-1, at its new index");
 }
+
+#[test]
+fn a_reload_reuses_the_compiled_databases_unless_their_files_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let city = dir.path().join("city.mmdb");
+    std::fs::copy(repo().join("geo/demo-city.mmdb"), &city).unwrap();
+    let s = TestServer::start_with(&Setup { city: city.clone(), ..Setup::default() });
+    let h = s.handle.as_ref().unwrap();
+    let before = h.shared.snapshot.load_full();
+
+    h.reload(&s.config).unwrap();
+    let same = h.shared.snapshot.load_full();
+    assert!(same.generation > before.generation, "a new generation");
+    assert!(std::sync::Arc::ptr_eq(&before.geo, &same.geo), "unchanged files: the cell table is reused");
+
+    // A rebuilt database (one more network): compiled again, and it answers.
+    let csv = std::fs::read_to_string(repo().join("geo/demo-city.csv")).unwrap()
+        + "198.18.0.0/15,DE,HE,EU,50.1155,8.6842,Frankfurt am Main\n";
+    let csv_path = dir.path().join("city.csv");
+    std::fs::write(&csv_path, csv).unwrap();
+    // Replaced the way operators must (write, then rename): the old file stays mapped.
+    let tmp = dir.path().join("city.mmdb.new");
+    std::fs::write(&tmp, popdns::geo::build::city_db(&csv_path).unwrap()).unwrap();
+    std::fs::rename(&tmp, &city).unwrap();
+    h.reload(&s.config).unwrap();
+    let after = h.shared.snapshot.load_full();
+    assert!(!std::sync::Arc::ptr_eq(&same.geo, &after.geo), "changed file: compiled again");
+    assert_eq!(ask(s.udp, WWW, "198.18.1.0/24"), ["203.0.113.10"], "the new network is in Frankfurt");
+}

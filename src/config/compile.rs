@@ -82,6 +82,8 @@ pub struct Snapshot {
     pub path: PathBuf,
     pub listen: Listen,
     pub geo: Arc<Databases>,
+    /// What `geo` was compiled from (None when the files could not be stamped).
+    pub geo_stamp: Option<GeoStamp>,
     pub isps: IspMap,
     pub pops: Pops,
     pub zones: Zones,
@@ -94,6 +96,31 @@ pub struct Snapshot {
 
 /// Load and validate everything `popdns.yaml` points at.
 pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
+    load_after(path, None)
+}
+
+/// Which database files a snapshot's cell table was compiled from, and as
+/// what: equal stamps mean the table can be reused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeoStamp {
+    files: [(PathBuf, u64, Option<std::time::SystemTime>); 2],
+    isps: IspMap,
+}
+
+impl GeoStamp {
+    fn of(location: &Path, asn: &Path, isps: &IspMap) -> Option<GeoStamp> {
+        let stamp = |p: &Path| {
+            let m = std::fs::metadata(p).ok()?;
+            Some((p.canonicalize().ok()?, m.len(), m.modified().ok()))
+        };
+        Some(GeoStamp { files: [stamp(location)?, stamp(asn)?], isps: isps.clone() })
+    }
+}
+
+/// Load like [`load`], reusing `previous`'s compiled databases when the
+/// database files (path, size, mtime) and the ISP map are unchanged: a reload
+/// that changes a zone does not compile the cell table again.
+pub fn load_after(path: &Path, previous: Option<&Snapshot>) -> Result<Snapshot, ConfigError> {
     let doc: Doc<raw::Main> = yaml::load(path)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let ctx = Ctx { file: path, lines: &doc.lines };
@@ -102,8 +129,12 @@ pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
 
     let listen = listen(&ctx, &main.listen)?;
     let isps = isps(&ctx, &main.isps)?;
-    let geo = Databases::open(&base.join(&main.geo.location), &base.join(&main.geo.asn), &isps)
-        .map_err(|e| ctx.err(&ypath!["geo"], e.to_string()))?;
+    let (location, asn) = (base.join(&main.geo.location), base.join(&main.geo.asn));
+    let geo_stamp = GeoStamp::of(&location, &asn, &isps);
+    let geo = match previous.filter(|p| geo_stamp.is_some() && p.geo_stamp == geo_stamp) {
+        Some(p) => p.geo.clone(),
+        None => Arc::new(Databases::open(&location, &asn, &isps).map_err(|e| ctx.err(&ypath!["geo"], e.to_string()))?),
+    };
     let pops = pops(&base.join(&main.pops), &isps, &mut warnings)?;
     let zones = zones(&base.join(&main.zones), &pops, &ctx)?;
     let ecs = ecs(&ctx, &main.ecs)?;
@@ -121,7 +152,8 @@ pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
         generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
         path: path.to_path_buf(),
         listen,
-        geo: Arc::new(geo),
+        geo,
+        geo_stamp,
         isps,
         pops,
         zones,

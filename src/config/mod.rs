@@ -11,6 +11,7 @@ pub mod raw;
 pub mod yaml;
 
 pub use compile::{
-    DEMO_FEED_KEY, EcsLimits, FeedConfig, Listen, Quorum, Scoring, ServerConfig, Snapshot, load, parse_duration,
+    DEMO_FEED_KEY, EcsLimits, FeedConfig, GeoStamp, Listen, Quorum, Scoring, ServerConfig, Snapshot, load, load_after,
+    parse_duration,
 };
 pub use error::{ConfigError, ConfigWarning};

@@ -194,7 +194,7 @@ pub struct Records {
 }
 
 /// Maps origin ASNs to the ISPs named in `isps`.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct IspMap {
     pub names: Vec<String>,
     by_asn: HashMap<u32, IspId>,
