@@ -349,3 +349,110 @@ impl Srv {
         Srv { server, udp, tcp }
     }
 }
+
+/// Header and OPT of a raw reply, read by hand (no DNS library in between).
+#[derive(Debug)]
+pub struct Raw {
+    pub id: u16,
+    pub flags: u16,
+    pub counts: [u16; 4],
+    pub opt: Option<RawOpt>,
+}
+
+#[derive(Debug)]
+pub struct RawOpt {
+    pub udp_size: u16,
+    pub ext_rcode: u8,
+    pub version: u8,
+    pub flags: u16,
+    pub options: Vec<(u16, Vec<u8>)>,
+}
+
+impl Raw {
+    /// The ECS option's data (FAMILY, SOURCE, SCOPE, ADDRESS), if any.
+    pub fn ecs(&self) -> Option<&[u8]> {
+        self.opt.as_ref()?.options.iter().find(|(c, _)| *c == 8).map(|(_, d)| d.as_slice())
+    }
+    pub fn ecs_count(&self) -> usize {
+        self.opt.as_ref().map_or(0, |o| o.options.iter().filter(|(c, _)| *c == 8).count())
+    }
+    pub fn qr(&self) -> bool {
+        self.flags & 0x8000 != 0
+    }
+    pub fn opcode(&self) -> u16 {
+        (self.flags >> 11) & 0xF
+    }
+    pub fn aa(&self) -> bool {
+        self.flags & 0x0400 != 0
+    }
+    pub fn tc(&self) -> bool {
+        self.flags & 0x0200 != 0
+    }
+    pub fn rd(&self) -> bool {
+        self.flags & 0x0100 != 0
+    }
+    pub fn ra(&self) -> bool {
+        self.flags & 0x0080 != 0
+    }
+    /// The full 12-bit RCODE: header low 4 bits plus the OPT's extended RCODE.
+    pub fn rcode(&self) -> u16 {
+        (u16::from(self.opt.as_ref().map_or(0, |o| o.ext_rcode)) << 4) | (self.flags & 0xF)
+    }
+}
+
+pub fn be16(b: &[u8], i: usize) -> u16 {
+    u16::from_be_bytes([b[i], b[i + 1]])
+}
+
+pub fn skip_name(b: &[u8], mut i: usize) -> usize {
+    loop {
+        let len = b[i] as usize;
+        if len & 0xC0 == 0xC0 {
+            return i + 2;
+        }
+        i += 1 + len;
+        if len == 0 {
+            return i;
+        }
+    }
+}
+
+pub fn parse_raw(b: &[u8]) -> Raw {
+    assert!(b.len() >= 12, "reply shorter than a header: {b:?}");
+    let counts = [be16(b, 4), be16(b, 6), be16(b, 8), be16(b, 10)];
+    let mut i = 12;
+    for _ in 0..counts[0] {
+        i = skip_name(b, i) + 4;
+    }
+    let mut opt = None;
+    for section in 0..3 {
+        for _ in 0..counts[section + 1] {
+            i = skip_name(b, i);
+            let (t, class) = (be16(b, i), be16(b, i + 2));
+            let ttl = &b[i + 4..i + 8];
+            let rdlen = be16(b, i + 8) as usize;
+            let rdata = &b[i + 10..i + 10 + rdlen];
+            if t == 41 {
+                assert_eq!(section, 2, "OPT outside the additional section");
+                assert!(opt.is_none(), "two OPT records");
+                let mut options = Vec::new();
+                let mut j = 0;
+                while j < rdata.len() {
+                    let (code, len) = (be16(rdata, j), be16(rdata, j + 2) as usize);
+                    options.push((code, rdata[j + 4..j + 4 + len].to_vec()));
+                    j += 4 + len;
+                }
+                opt = Some(RawOpt {
+                    udp_size: class,
+                    ext_rcode: ttl[0],
+                    version: ttl[1],
+                    flags: u16::from_be_bytes([ttl[2], ttl[3]]),
+                    options,
+                });
+            }
+            i += 10 + rdlen;
+        }
+    }
+    assert_eq!(i, b.len(), "trailing bytes after the last record");
+    Raw { id: be16(b, 0), flags: be16(b, 2), counts, opt }
+}
