@@ -145,3 +145,10 @@ stop_all() {
     local n
     for n in "${!SERVER_PID[@]}"; do stop_server "$n"; done
 }
+
+# What both scripts need first: the real databases, the packages, the builds.
+prepare() {
+    if [ ! -r "$GEO/city.mmdb" ] || [ ! -r "$GEO/asn.mmdb" ]; then die "real databases not found in $GEO (set GEO=)"; fi
+    install_deps
+    build_all
+}

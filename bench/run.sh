@@ -51,9 +51,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
-if [ ! -r "$GEO/city.mmdb" ] || [ ! -r "$GEO/asn.mmdb" ]; then die "real databases not found in $GEO (set GEO=)"; fi
-install_deps
-build_all
+prepare
 
 # ---------------------------------------------------------------- workloads
 prepare_data() {

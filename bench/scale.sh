@@ -33,9 +33,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
-if [ ! -r "$GEO/city.mmdb" ] || [ ! -r "$GEO/asn.mmdb" ]; then die "real databases not found in $GEO (set GEO=)"; fi
-install_deps
-build_all
+prepare
 
 # Workload (c) for the load phase (the same sample run.sh uses).
 if [ ! -s "$WORK/data/c.bin" ]; then

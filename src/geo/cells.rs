@@ -145,14 +145,6 @@ impl Cells {
             }
         }
     }
-
-    /// Bytes held by the tables (for reports of memory use).
-    pub fn heap_bytes(&self) -> usize {
-        self.v4.len() * 8
-            + self.v4_index.len() * 4
-            + self.v6.len() * 12
-            + self.cells.len() * std::mem::size_of::<Cell>()
-    }
 }
 
 /// IPv6 ranges at /64 granularity: a /64 belongs to the range that holds its

@@ -63,11 +63,6 @@ impl Databases {
         Ok(Databases { location: open(location)?, asn: open(asn)?, cells })
     }
 
-    /// Build epochs (seconds) of the location and ASN databases.
-    pub fn build_epochs(&self) -> (u64, u64) {
-        (self.location.metadata().build_epoch, self.asn.metadata().build_epoch)
-    }
-
     /// The client as the query path sees it: one cell lookup.
     pub fn client(&self, ip: IpAddr) -> ClientInfo {
         let hit = self.cells.lookup(ip);

@@ -52,7 +52,4 @@ impl Quality {
     pub fn pop(&self, id: PopId) -> PopState {
         self.pops.get(id.0 as usize).copied().unwrap_or_default()
     }
-    pub fn route(&self, group: &GroupKey, id: PopId) -> Option<Route> {
-        self.routes.get(group)?.get(id.0 as usize).copied().flatten()
-    }
 }
