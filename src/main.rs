@@ -9,7 +9,8 @@ fn main() -> ExitCode {
     match cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("popdns: {:#}", f.error);
+            // Config errors read `file:line: message`, as the contract prints them.
+            eprintln!("{:#}", f.error);
             ExitCode::from(f.code)
         }
     }
