@@ -27,7 +27,7 @@ fn main() {
     let snap = popdns::config::load(std::path::Path::new(&config)).expect("config");
     println!("load: {:?}, {:?}", t.elapsed(), snap.geo);
     let quality = popdns::quality::Quality { config_generation: snap.generation, ..Default::default() };
-    let mut scratch = popdns::dns::Scratch::default();
+    let mut scratch = popdns::dns::Scratch::worker();
     let mut out = vec![0u8; 65535];
     // 200k distinct /24s (xorshift), replayed: the cache sees what a busy server sees.
     let mut x: u64 = 0x9E3779B97F4A7C15;

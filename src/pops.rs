@@ -48,7 +48,7 @@ impl Health {
 }
 
 /// The part of the world a scheduled name may be answered from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Coverage {
     /// Only POPs in the Chinese mainland (country CN; HK, MO, TW are other countries).
     Mainland,

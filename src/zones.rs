@@ -190,7 +190,14 @@ pub struct ScheduledName {
     /// with the same list share one allocation (a million names on `all`
     /// must not hold a million copies of it).
     pub pops: std::sync::Arc<[PopId]>,
+    /// Names with the same POP list and coverage rank POPs alike for a
+    /// client: the query workers cache one ranking per class and client cell.
+    pub ranking: RankingClass,
 }
+
+/// Index of a (POP list, coverage) pair among a snapshot's scheduled names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RankingClass(pub u32);
 
 #[derive(Debug)]
 pub struct Zone {

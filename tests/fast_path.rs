@@ -11,7 +11,8 @@ use std::path::Path;
 use common::*;
 use popdns::config::Snapshot;
 use popdns::dns::{Scratch, Transport, answer};
-use popdns::quality::Quality;
+use popdns::pops::Health;
+use popdns::quality::{GroupKey, PopState, Quality, Route};
 use popdns::scheduler::GeoPath;
 
 struct Rng(u64);
@@ -84,8 +85,20 @@ fn query(r: &mut Rng, id: u16, v4_nets: &[Ipv4Addr]) -> Vec<u8> {
 
 fn compare(snap: &Snapshot, v4_nets: &[Ipv4Addr], n: usize, seed: u64) -> usize {
     let quality = Quality { config_generation: snap.generation, ..Default::default() };
-    let mut fast = Scratch::default();
-    let mut general = Scratch::with_geo(GeoPath::Records);
+    let (mut fast, mut general) = (Scratch::worker(), Scratch::with_geo(GeoPath::Records));
+    compare_on(snap, &quality, (&mut fast, &mut general), v4_nets, n, seed)
+}
+
+/// `n` generated queries through the fast scratch (cell table, ranking
+/// cache) and the general one (records, no cache); the bytes must agree.
+fn compare_on(
+    snap: &Snapshot,
+    quality: &Quality,
+    (fast, general): (&mut Scratch, &mut Scratch),
+    v4_nets: &[Ipv4Addr],
+    n: usize,
+    seed: u64,
+) -> usize {
     let (mut a, mut b) = (vec![0u8; 65535], vec![0u8; 65535]);
     let mut r = Rng(seed);
     let peer: IpAddr = "127.0.0.1".parse().unwrap();
@@ -93,8 +106,8 @@ fn compare(snap: &Snapshot, v4_nets: &[Ipv4Addr], n: usize, seed: u64) -> usize 
     for i in 0..n {
         let q = query(&mut r, i as u16, v4_nets);
         for t in [Transport::Udp, Transport::Tcp] {
-            let x = answer(snap, &quality, &mut fast, &q, peer, t, &mut a).map(|(l, _)| a[..l].to_vec());
-            let y = answer(snap, &quality, &mut general, &q, peer, t, &mut b).map(|(l, _)| b[..l].to_vec());
+            let x = answer(snap, quality, fast, &q, peer, t, &mut a).map(|(l, _)| a[..l].to_vec());
+            let y = answer(snap, quality, general, &q, peer, t, &mut b).map(|(l, _)| b[..l].to_vec());
             assert_eq!(x, y, "query {i} differs ({t:?}): {q:02x?}");
         }
         scheduled += usize::from(q.windows(9).any(|w| w == b"aliyundoc"));
@@ -116,6 +129,71 @@ fn cells_and_records_give_the_same_bytes_on_the_demo_databases() {
     let snap = popdns::config::load(&s.config).unwrap();
     let scheduled = compare(&snap, &demo_nets(), 5000, 0x1234_5678);
     assert!(scheduled > 1000, "the mix reached the scheduler: {scheduled}");
+}
+
+/// A random route-quality table for `snap`: health, load and drain per POP,
+/// route rows for groups of the demo networks.
+fn random_quality(snap: &Snapshot, r: &mut Rng, generation: u64) -> Quality {
+    let health = [Health::Up, Health::Up, Health::Up, Health::Down, Health::Unknown];
+    let pops = (0..snap.pops.len())
+        .map(|_| PopState {
+            health: *r.pick(&health),
+            load: (!r.next().is_multiple_of(3)).then(|| (r.next() % 100) as f64 / 100.0),
+            drained: r.next().is_multiple_of(7),
+            last_report_ms: None,
+        })
+        .collect();
+    let groups = ["*", "continent:AS", "CN", "CN-ZJ", "CN-ZJ/chinatelecom", "CN/chinaunicom", "US", "DE"];
+    let mut routes = popdns::quality::table::RouteRows::default();
+    for g in groups {
+        if r.next().is_multiple_of(2) {
+            continue;
+        }
+        let row: Vec<Option<Route>> = (0..snap.pops.len())
+            .map(|_| {
+                r.next()
+                    .is_multiple_of(3)
+                    .then(|| Route { rtt_ms: (r.next() % 200) as f64, loss: (r.next() % 10) as f64 / 100.0 })
+            })
+            .collect();
+        routes.insert(GroupKey::parse(g, &snap.isps).unwrap(), row.into());
+    }
+    Quality { generation, config_generation: snap.generation, pops, routes }
+}
+
+/// One worker's cache lives through many route-quality tables and a config
+/// change: every answer must still be what the general path computes from
+/// the snapshots of the moment, never a ranking left from earlier ones.
+#[test]
+fn cached_rankings_never_outlive_their_snapshots() {
+    let s = TestServer::start();
+    let snap_a = popdns::config::load(&s.config).unwrap();
+    // A second config: same POPs and zones, another spread and ISP penalty.
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "scoring:\n  spread_ms: 60\n  cross_isp_ms: 5\n".to_string();
+    let snap_b = popdns::config::load(&Setup { extra, ..Setup::default() }.write(dir.path())).unwrap();
+    let (mut fast, mut general) = (Scratch::worker(), Scratch::with_geo(GeoPath::Records));
+    let nets = demo_nets();
+    let mut distinct = std::collections::HashSet::new();
+    for round in 0..60u64 {
+        // Configs A, B, B, A, A, B, ... against tables 1, 1, 2, 2, 3, 3, ...: every
+        // other round only the config generation changes (the same table,
+        // remapped by a reload), in between only the table.
+        let snap = if round.div_ceil(2) % 2 == 0 { &snap_a } else { &snap_b };
+        let quality = random_quality(snap, &mut Rng(round / 2 + 1), round / 2 + 1);
+        compare_on(snap, &quality, (&mut fast, &mut general), &nets, 150, round);
+        // What this round answers one network: the rounds must differ, or
+        // the test would not notice a cache that ignores new tables.
+        let q =
+            raw_query(1, "www.aliyundoc.com.example.com", 1, Some((1232, 0, &ecs_option(1, 24, 0, &[115, 236, 1]))));
+        let mut out = vec![0u8; 65535];
+        let (n, _) =
+            answer(snap, &quality, &mut fast, &q, "127.0.0.1".parse().unwrap(), Transport::Udp, &mut out).unwrap();
+        distinct.insert(out[..n].to_vec());
+    }
+    let cache = fast.cache.as_ref().unwrap();
+    assert!(distinct.len() > 3, "the random tables changed the answer only {} times", distinct.len());
+    assert!(cache.hits > 1000 && cache.misses > 500, "hits {} misses {}", cache.hits, cache.misses);
 }
 
 #[test]

@@ -14,7 +14,7 @@ use super::yaml::{self, Doc, LineIndex, Seg};
 use crate::geo::{Coords, CountryCode, Databases, IspMap, RegionCode};
 use crate::pops::{Coverage, IspId, Pop, PopId, Pops, Tier};
 use crate::ypath;
-use crate::zones::{self, NameMap, Node, RRset, SchedId, ScheduledName, Zone, Zones, name, rtype};
+use crate::zones::{self, NameMap, Node, RRset, RankingClass, SchedId, ScheduledName, Zone, Zones, name, rtype};
 
 /// The secret of the demo reporter shipped in feed-keys.yaml: `check` warns
 /// while any reporter uses it.
@@ -459,7 +459,7 @@ fn zones(dir: &Path, pops: &Pops, main: &Ctx) -> Result<Zones, ConfigError> {
     let mut list: Vec<Zone> = Vec::new();
     let mut origins: Vec<(PathBuf, usize)> = Vec::new();
     let mut scheduled = Vec::new();
-    let mut lists = PopLists::new();
+    let mut lists = PopLists::default();
     for file in &files {
         let doc: Doc<raw::Zone> = yaml::load(file)?;
         let ctx = Ctx { file, lines: &doc.lines };
@@ -517,8 +517,22 @@ fn owner(ctx: &Ctx, at: &[Seg], key: &str, apex: &[u8], zone: &str) -> Result<Ve
     Ok(wire)
 }
 
-/// Interned POP lists of scheduled names.
-type PopLists = HashMap<Vec<PopId>, std::sync::Arc<[PopId]>>;
+/// Interned POP lists of scheduled names, and the ranking class of each
+/// (list, coverage) pair.
+#[derive(Default)]
+struct PopLists {
+    lists: HashMap<Vec<PopId>, (Arc<[PopId]>, u32)>,
+    classes: HashMap<(u32, Coverage), RankingClass>,
+}
+
+impl PopLists {
+    fn intern(&mut self, list: Vec<PopId>, coverage: Coverage) -> (Arc<[PopId]>, RankingClass) {
+        let n = self.lists.len() as u32;
+        let (arc, i) = self.lists.entry(list).or_insert_with_key(|l| (l.as_slice().into(), n)).clone();
+        let n = self.classes.len() as u32;
+        (arc, *self.classes.entry((i, coverage)).or_insert(RankingClass(n)))
+    }
+}
 
 fn zone(
     ctx: &Ctx,
@@ -631,13 +645,15 @@ fn zone(
             );
         }
         node.scheduled = Some(SchedId(scheduled.len() as u32));
+        let (pops, ranking) = lists.intern(list, coverage);
         scheduled.push(ScheduledName {
             fqdn: name::to_text(&wire),
             key: key.clone(),
             coverage,
             answers,
             ttl: s.ttl.unwrap_or(60),
-            pops: lists.entry(list).or_insert_with_key(|l| l.as_slice().into()).clone(),
+            pops,
+            ranking,
         });
     }
 

@@ -23,7 +23,7 @@ use super::wire::{self, HEADER_LEN, Question, Writer, rcode};
 use crate::config::Snapshot;
 use crate::pops::Family;
 use crate::quality::Quality;
-use crate::scheduler::{self, Candidate, Client, Decision, GeoPath};
+use crate::scheduler::{self, Candidate, Client, Decision, GeoPath, RankCache};
 use crate::zones::{NameMatch, RRset, Zone, rtype};
 
 const OPCODE_QUERY: u16 = 0;
@@ -45,6 +45,8 @@ pub struct Scratch {
     /// Where client locations come from: the cell table, or (for the tests
     /// that check the table) the databases record by record.
     pub geo: GeoPath,
+    /// Rankings per client cell (UDP workers; only with `GeoPath::Cells`).
+    pub cache: Option<Box<RankCache>>,
 }
 
 impl Default for Scratch {
@@ -54,8 +56,14 @@ impl Default for Scratch {
 }
 
 impl Scratch {
+    /// No ranking cache: every scheduled answer is decided from scratch.
     pub fn with_geo(geo: GeoPath) -> Scratch {
-        Scratch { cands: Vec::with_capacity(64), lname: [0; 256], geo }
+        Scratch { cands: Vec::with_capacity(64), lname: [0; 256], geo, cache: None }
+    }
+
+    /// A query worker's: the cell table and a ranking cache (4 MiB, allocated here once).
+    pub fn worker() -> Scratch {
+        Scratch { cache: Some(Box::default()), ..Scratch::with_geo(GeoPath::Cells) }
     }
 }
 
@@ -133,7 +141,9 @@ pub fn answer(
         return Some(r.finish_bare(rcode::REFUSED, edns, &mut summary));
     };
     r.start();
-    let mut ctx = Lookup { snap, quality, cands: &mut scratch.cands, geo: scratch.geo, ecs, peer, scope: None };
+    // The cache is keyed by client cell: only clients located through cells use it.
+    let cache = scratch.cache.as_deref_mut().filter(|_| scratch.geo == GeoPath::Cells);
+    let mut ctx = Lookup { snap, quality, cands: &mut scratch.cands, cache, geo: scratch.geo, ecs, peer, scope: None };
     let code = ctx.resolve(&mut r, zone, q);
     let scope = ctx.scope.unwrap_or(0);
     let edns = edns.map(|e| EdnsOut { scope, ..e });
@@ -272,6 +282,7 @@ struct Lookup<'a> {
     snap: &'a Snapshot,
     quality: &'a Quality,
     cands: &'a mut Vec<Candidate>,
+    cache: Option<&'a mut RankCache>,
     geo: GeoPath,
     ecs: Option<ClientSubnet>,
     peer: IpAddr,
@@ -303,7 +314,10 @@ impl<'s> Lookup<'s> {
                 };
                 let sched = self.snap.zones.sched(sid);
                 let client = self.client();
-                let d = scheduler::decide(self.snap, self.quality, &client, sched, family, self.cands);
+                let d = match self.cache.as_deref_mut() {
+                    Some(c) => scheduler::decide_cached(self.snap, self.quality, &client, sched, family, self.cands, c),
+                    None => scheduler::decide(self.snap, self.quality, &client, sched, family, self.cands),
+                };
                 self.scope = Some(client.scope);
                 if d.pops().is_empty() {
                     return self.negative(r, zone, name, rcode::NOERROR, q);

@@ -131,7 +131,7 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>) {
     let fd = sock.as_raw_fd();
     let out_len = (shared.snapshot.load().server.udp_payload as usize).max(512);
     let mut b = Batch::new(out_len);
-    let mut scratch = Scratch::default();
+    let mut scratch = Scratch::worker();
     while !shared.stopping.load(Ordering::Relaxed) {
         b.arm();
         // SAFETY: in_msgs holds BATCH armed headers pointing into buffers owned

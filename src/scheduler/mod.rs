@@ -9,8 +9,10 @@
 //!    the answer returns, so every address inside the scope gets the same answer;
 //! 4. fail open when nothing is left: relax load, health, drain, then coverage.
 
+mod cache;
 mod filter;
 mod pick;
+mod ranking;
 mod score;
 
 use std::net::IpAddr;
@@ -21,7 +23,11 @@ use crate::pops::{Family, Health, PopId};
 use crate::quality::{GroupKey, Quality};
 use crate::zones::ScheduledName;
 
+pub use cache::RankCache;
 pub use filter::Removal;
+pub use ranking::Ranking;
+
+use ranking::Ranked;
 
 /// Most addresses one answer carries.
 pub const MAX_ANSWERS: usize = 8;
@@ -181,23 +187,111 @@ pub fn decide(
     family: Family,
     cands: &mut Vec<Candidate>,
 ) -> Decision {
-    score::evaluate(snap, quality, client, name.coverage, name.pops.iter().copied(), family, cands);
+    decide_with(snap, quality, client, name, family, cands, None)
+}
+
+/// `decide` for the query path: the ranking of the client's cell comes from
+/// the worker's cache when it holds one for these snapshots. Only for
+/// clients located through the cell table (the cache is keyed by cell).
+pub fn decide_cached(
+    snap: &Snapshot,
+    quality: &Quality,
+    client: &Client,
+    name: &ScheduledName,
+    family: Family,
+    cands: &mut Vec<Candidate>,
+    cache: &mut RankCache,
+) -> Decision {
+    decide_with(snap, quality, client, name, family, cands, Some(cache))
+}
+
+fn decide_with(
+    snap: &Snapshot,
+    quality: &Quality,
+    client: &Client,
+    name: &ScheduledName,
+    family: Family,
+    cands: &mut Vec<Candidate>,
+    mut cache: Option<&mut RankCache>,
+) -> Decision {
     let hash = pick::client_hash(client.ip, client.scope);
     let want = name.answers as usize;
-    for (level, fallback) in filter::LEVELS {
-        let d = pick::pick(snap, cands, want, hash, |c| filter::passes(c, level), fallback);
-        if d.len > 0 {
-            return d;
+    let (cell, class) = (client.info.cell, name.ranking);
+    if let Some(r) = cache.as_deref_mut().and_then(|c| c.get(snap, quality, cell, class, family)) {
+        return r.choose(snap, want, hash);
+    }
+    let ranking = match rank(snap, quality, &client.info, name, family, cands) {
+        (Ranked::Fits(r), _) => r,
+        (Ranked::Empty, stage) => Ranking::empty(stage.fallback()),
+        (Ranked::TooMany, stage) => return pick::pick(snap, cands, want, hash, |c| stage.admits(c), stage.fallback()),
+    };
+    if let Some(c) = cache {
+        c.put(cell, class, family, ranking);
+    }
+    ranking.choose(snap, want, hash)
+}
+
+/// Where on the fail-open ladder a ranking was made.
+#[derive(Clone, Copy)]
+enum Stage {
+    Level(usize),
+    /// Any edge POP of the family, wherever it is.
+    AnyEdge,
+}
+
+impl Stage {
+    fn fallback(self) -> Option<Fallback> {
+        match self {
+            Stage::Level(i) => filter::LEVELS[i].1,
+            Stage::AnyEdge => Some(Fallback::Coverage),
+        }
+    }
+
+    fn admits(self, c: &Candidate) -> bool {
+        match self {
+            Stage::Level(i) => filter::passes(c, filter::LEVELS[i].0),
+            Stage::AnyEdge => filter::any_edge_of_family(c),
+        }
+    }
+}
+
+/// Score the name's POPs for a client of this cell and rank those that pass
+/// at the first level of the fail-open ladder where any does.
+fn rank(
+    snap: &Snapshot,
+    quality: &Quality,
+    info: &ClientInfo,
+    name: &ScheduledName,
+    family: Family,
+    cands: &mut Vec<Candidate>,
+) -> (Ranked, Stage) {
+    score::evaluate(snap, quality, info, name.coverage, name.pops.iter().copied(), family, cands);
+    for i in 0..filter::LEVELS.len() {
+        let stage = Stage::Level(i);
+        match Ranking::of(snap, cands, |c| stage.admits(c), stage.fallback()) {
+            Ranked::Empty => continue,
+            r => return (r, stage),
         }
     }
     // Nothing in coverage: any edge POP of the family, wherever it is.
     let all = (0..snap.pops.len()).map(|i| PopId(i as u16));
-    score::evaluate(snap, quality, client, crate::pops::Coverage::Global, all, family, cands);
-    pick::pick(snap, cands, want, hash, filter::any_edge_of_family, Some(Fallback::Coverage))
+    score::evaluate(snap, quality, info, crate::pops::Coverage::Global, all, family, cands);
+    let stage = Stage::AnyEdge;
+    (Ranking::of(snap, cands, |c| stage.admits(c), stage.fallback()), stage)
 }
 
 /// Which of a POP's addresses a client gets: the same stable hash at the
 /// answer's scope as the POP choice, so the scope stays truthful.
 pub fn address_index(client: &Client) -> usize {
     (pick::client_hash(client.ip, client.scope) >> 17) as usize
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::config::Snapshot;
+
+    /// The shipped configuration with its demo databases.
+    pub fn demo() -> Snapshot {
+        crate::config::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/popdns.yaml"))).unwrap()
+    }
 }

@@ -38,7 +38,7 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn draw(hash: u64, pop: PopId, capacity: u32) -> f64 {
+pub(super) fn draw(hash: u64, pop: PopId, capacity: u32) -> f64 {
     let h = mix(hash ^ (pop.0 as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
     let u = ((h >> 11) as f64 + 1.0) / (1u64 << 53) as f64; // (0, 1]
     if capacity == 0 { f64::INFINITY } else { -u.ln() / capacity as f64 }

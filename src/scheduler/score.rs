@@ -6,8 +6,9 @@
 //! ISP's network and it is not the client's (multi-line POPs match every ISP);
 //! both plus the load penalty `load * load_ms`.
 
-use super::{Candidate, Client, filter::Removal};
+use super::{Candidate, filter::Removal};
 use crate::config::Snapshot;
+use crate::geo::ClientInfo;
 use crate::pops::{Coverage, Family, Health, PopId, Tier};
 use crate::quality::{Quality, group};
 
@@ -15,7 +16,7 @@ use crate::quality::{Quality, group};
 pub fn evaluate(
     snap: &Snapshot,
     quality: &Quality,
-    client: &Client,
+    client: &ClientInfo,
     coverage: Coverage,
     pops: impl Iterator<Item = PopId>,
     family: Family,
@@ -23,7 +24,7 @@ pub fn evaluate(
 ) {
     out.clear();
     let s = &snap.scoring;
-    let (groups, ngroups) = group::client_groups(&client.info);
+    let (groups, ngroups) = group::client_groups(client);
     // Per group, the table's row (looked up once per query, not per POP).
     let mut rows: [Option<&[Option<crate::quality::Route>]>; 6] = [None; 6];
     if !quality.routes.is_empty() {
@@ -32,7 +33,7 @@ pub fn evaluate(
         }
     }
     let current = quality.config_generation == snap.generation;
-    let client_unit = client.info.location.coords.map(|c| c.unit());
+    let client_unit = client.location.coords.map(|c| c.unit());
     for id in pops {
         let pop = snap.pops.get(id);
         let state = if current { quality.pop(id) } else { Default::default() };
@@ -43,7 +44,7 @@ pub fn evaluate(
         };
         let load = state.load.unwrap_or(0.0);
         let overloaded = load >= s.overload;
-        let isp_match = pop.isp.is_none_or(|i| i == client.info.isp);
+        let isp_match = pop.isp.is_none_or(|i| i == client.isp);
         let distance_km = client_unit.map(|u| u.distance_km(&pop.unit));
         let measured = if current {
             rows[..ngroups]
