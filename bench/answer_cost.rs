@@ -41,20 +41,55 @@ fn main() {
         })
         .collect();
     let peer: IpAddr = "127.0.0.1".parse().unwrap();
+    // FEED=N: a new route-quality table (every POP's load, routes for the
+    // groups everyone has) every N queries, as a busy feed publishes.
+    let feed: Option<usize> = std::env::var("FEED").ok().and_then(|v| v.parse().ok());
+    let tables: Vec<popdns::quality::Quality> = match feed {
+        Some(_) => (1..=64).map(|g| feed_table(&snap, g)).collect(),
+        None => vec![quality],
+    };
     let t = Instant::now();
     let mut bytes = 0usize;
     for i in 0..n {
         let q = &queries[i % queries.len()];
+        let quality = &tables[feed.map_or(0, |every| i / every.max(1) % tables.len())];
         let (len, _) =
-            popdns::dns::answer(&snap, &quality, &mut scratch, q, peer, popdns::dns::Transport::Udp, &mut out)
+            popdns::dns::answer(&snap, quality, &mut scratch, q, peer, popdns::dns::Transport::Udp, &mut out)
                 .expect("answer");
         bytes += len;
     }
     let el = t.elapsed();
+    let quality = &tables[0];
+    if let Some(c) = &scratch.cache {
+        println!("ranking cache: {} hits, {} misses", c.hits, c.misses);
+    }
     if std::env::var_os("PARTS").is_some() {
-        parts(&snap, &quality, n / 4);
+        parts(&snap, quality, n / 4);
     }
     println!("{config}: {n} queries, {:.0} ns/query ({bytes} bytes out)", el.as_nanos() as f64 / n as f64);
+}
+
+/// A table as bench/tools' feed makes: every POP up with a load, and routes
+/// to every POP for the groups every client has (`*`, its continent).
+fn feed_table(snap: &popdns::config::Snapshot, generation: u64) -> popdns::quality::Quality {
+    use popdns::quality::{GroupKey, PopState, Quality, Route};
+    let n = snap.pops.len();
+    let pops = (0..n)
+        .map(|i| PopState {
+            health: popdns::pops::Health::Up,
+            load: Some(0.1 + ((i as u64 * 7 + generation) % 60) as f64 / 100.0),
+            drained: false,
+            last_report_ms: None,
+        })
+        .collect();
+    let mut routes = popdns::quality::table::RouteRows::default();
+    for g in ["*", "continent:AS", "continent:EU", "continent:NA", "CN"] {
+        let row: Vec<Option<Route>> = (0..n)
+            .map(|i| Some(Route { rtt_ms: 5.0 + ((i as u64 * 13 + generation) % 150) as f64, loss: 0.01 }))
+            .collect();
+        routes.insert(GroupKey::parse(g, &snap.isps).expect("group"), row.into());
+    }
+    Quality { generation, config_generation: snap.generation, pops, routes }
 }
 
 /// Where the time goes: geo lookup alone, and the scheduler alone.

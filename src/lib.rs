@@ -13,7 +13,7 @@
 //! - [`explain`]: why a client gets the answer it gets
 //! - [`http`]: health, explain (and later metrics, admin, DoH, JSON, 302) over HTTP
 //! - [`server`]: binds sockets, spawns workers, owns shutdown
-//! - [`hash`]: FNV for the maps queries read
+//! - [`hash`]: the fast hash of the maps queries read
 
 pub mod config;
 pub mod dns;

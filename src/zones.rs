@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use crate::pops::{Coverage, PopId};
 
 /// A map keyed by wire-format names.
-pub type NameMap<V> = HashMap<Box<[u8]>, V, crate::hash::Fnv>;
+pub type NameMap<V> = HashMap<Box<[u8]>, V, crate::hash::Fast>;
 
 /// RR types popdns knows by name.
 pub mod rtype {
@@ -246,6 +246,9 @@ impl Zone {
 #[derive(Debug, Default)]
 pub struct Zones {
     apexes: NameMap<u32>,
+    /// Bit n set: some apex is n bytes long in wire form. Only suffixes of
+    /// those lengths are hashed and looked up.
+    apex_lens: [u64; 4],
     pub list: Vec<Zone>,
     pub scheduled: Vec<ScheduledName>,
 }
@@ -253,12 +256,21 @@ pub struct Zones {
 impl Zones {
     pub fn new(list: Vec<Zone>, scheduled: Vec<ScheduledName>) -> Zones {
         let apexes = list.iter().enumerate().map(|(i, z)| (z.apex.clone(), i as u32)).collect();
-        Zones { apexes, list, scheduled }
+        let mut apex_lens = [0u64; 4];
+        for z in &list {
+            let n = z.apex.len().min(255);
+            apex_lens[n / 64] |= 1 << (n % 64);
+        }
+        Zones { apexes, apex_lens, list, scheduled }
     }
 
     /// The zone with the longest apex that `lname` lies in (lower-case wire).
     pub fn find(&self, lname: &[u8]) -> Option<&Zone> {
-        name::suffixes(lname).find_map(|off| self.apexes.get(&lname[off..])).map(|&i| &self.list[i as usize])
+        let is_apex_len = |n: usize| n < 256 && self.apex_lens[n / 64] & (1 << (n % 64)) != 0;
+        name::suffixes(lname)
+            .filter(|&off| is_apex_len(lname.len() - off))
+            .find_map(|off| self.apexes.get(&lname[off..]))
+            .map(|&i| &self.list[i as usize])
     }
 
     pub fn sched(&self, id: SchedId) -> &ScheduledName {

@@ -17,6 +17,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::answer::{Scratch, Transport, answer};
+use super::wire;
 use crate::server::Shared;
 
 /// Datagrams per recvmmsg/sendmmsg.
@@ -127,6 +128,25 @@ fn peer_ip(ss: &libc::sockaddr_storage) -> Option<IpAddr> {
     }
 }
 
+/// Start loading the cells of the batch's ECS clients (see `Cells::prefetch_index`).
+fn prefetch_clients(snap: &crate::config::Snapshot, b: &Batch, n: usize) {
+    if n < 2 {
+        return; // nothing to overlap with
+    }
+    let mut hints = [0u32; BATCH];
+    let mut k = 0;
+    for (i, m) in b.in_msgs[..n].iter().enumerate() {
+        if let Some(x) = wire::ecs_v4_hint(&b.inbuf[i][..(m.msg_len as usize).min(b.inbuf[i].len())]) {
+            hints[k] = x;
+            k += 1;
+        }
+    }
+    let cells = &snap.geo.cells;
+    hints[..k].iter().for_each(|&x| cells.prefetch_index(x));
+    hints[..k].iter().for_each(|&x| cells.prefetch_ranges(x));
+    hints[..k].iter().for_each(|&x| cells.prefetch_cell(x));
+}
+
 fn worker(sock: UdpSocket, shared: Arc<Shared>) {
     let fd = sock.as_raw_fd();
     let out_len = (shared.snapshot.load().server.udp_payload as usize).max(512);
@@ -144,6 +164,7 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>) {
         }
         let snap = shared.snapshot.load();
         let quality = shared.quality.load();
+        prefetch_clients(&snap, &b, n as usize);
         let mut out = 0usize;
         for i in 0..n as usize {
             let len = b.in_msgs[i].msg_len as usize;

@@ -160,3 +160,62 @@ impl<'o> Writer<'o> {
         }
     }
 }
+
+/// The IPv4 client address a query will most likely be scheduled for, read
+/// cheaply from the usual layout (one question, one OPT record whose first
+/// option is an IPv4 ECS), without any validation: a hint for prefetching
+/// the client's cell while the rest of a batch is answered, never an input
+/// to an answer. None for any other layout.
+pub fn ecs_v4_hint(msg: &[u8]) -> Option<u32> {
+    if msg.get(4..12)? != [0, 1, 0, 0, 0, 0, 0, 1] {
+        return None;
+    }
+    let mut i = HEADER_LEN;
+    while *msg.get(i)? != 0 {
+        i += 1 + *msg.get(i)? as usize;
+    }
+    // Root name, QTYPE, QCLASS; then the OPT: root name, TYPE 41, CLASS, TTL, RDLEN.
+    i += 5;
+    if *msg.get(i)? != 0 || u16_at(msg, i + 1)? != 41 {
+        return None;
+    }
+    i += 11;
+    // First option: ECS (8), FAMILY 1, SOURCE, SCOPE, address bytes.
+    if u16_at(msg, i)? != 8 || u16_at(msg, i + 4)? != 1 {
+        return None;
+    }
+    let n = (u16_at(msg, i + 2)? as usize).checked_sub(4)?.min(4);
+    let mut a = [0u8; 4];
+    a[..n].copy_from_slice(msg.get(i + 8..i + 8 + n)?);
+    Some(u32::from_be_bytes(a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ecs_v4_hint;
+
+    fn query(opt_rdata: &[u8], arcount: u8) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, arcount];
+        q.extend_from_slice(b"\x03www\x07example\x03com\x00\x00\x01\x00\x01");
+        q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+        q.extend_from_slice(&(opt_rdata.len() as u16).to_be_bytes());
+        q.extend_from_slice(opt_rdata);
+        q
+    }
+
+    #[test]
+    fn hint_reads_the_ecs_address_of_the_usual_layout() {
+        let ecs24 = [0, 8, 0, 7, 0, 1, 24, 0, 115, 236, 1];
+        assert_eq!(ecs_v4_hint(&query(&ecs24, 1)), Some(u32::from_be_bytes([115, 236, 1, 0])));
+        let ecs32 = [0, 8, 0, 8, 0, 1, 32, 0, 1, 2, 3, 4];
+        assert_eq!(ecs_v4_hint(&query(&ecs32, 1)), Some(0x0102_0304));
+        // IPv6 ECS, another option first, no OPT, a truncated packet: no hint.
+        assert_eq!(ecs_v4_hint(&query(&[0, 8, 0, 6, 0, 2, 16, 0, 0x24, 0x0e], 1)), None);
+        assert_eq!(ecs_v4_hint(&query(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8], 1)), None);
+        assert_eq!(ecs_v4_hint(&query(&ecs24, 0)), None);
+        let q = query(&ecs24, 1);
+        for n in 0..q.len() {
+            assert_eq!(ecs_v4_hint(&q[..n]), None, "cut at {n}");
+        }
+    }
+}

@@ -46,7 +46,7 @@ pub struct Quality {
     pub routes: RouteRows,
 }
 
-pub type RouteRows = HashMap<GroupKey, Arc<[Option<Route>]>, crate::hash::Fnv>;
+pub type RouteRows = HashMap<GroupKey, Arc<[Option<Route>]>, crate::hash::Fast>;
 
 impl Quality {
     pub fn pop(&self, id: PopId) -> PopState {

@@ -163,7 +163,7 @@ struct Work {
     reporters: HashMap<String, Reporter>,
     /// pop id -> reporter -> view
     pops: HashMap<String, HashMap<String, View>>,
-    routes: HashMap<(u16, GroupKey), RouteEntry, crate::hash::Fnv>,
+    routes: HashMap<(u16, GroupKey), RouteEntry, crate::hash::Fast>,
     /// The POP states and rows of the last publish (rows shared with it).
     states: Vec<PopState>,
     rows: RouteRows,

@@ -28,6 +28,7 @@ pub use filter::Removal;
 pub use ranking::Ranking;
 
 use ranking::Ranked;
+use score::Detail;
 
 /// Most addresses one answer carries.
 pub const MAX_ANSWERS: usize = 8;
@@ -187,7 +188,7 @@ pub fn decide(
     family: Family,
     cands: &mut Vec<Candidate>,
 ) -> Decision {
-    decide_with(snap, quality, client, name, family, cands, None)
+    decide_with(snap, quality, client, name, family, cands, Cache::Off)
 }
 
 /// `decide` for the query path: the ranking of the client's cell comes from
@@ -202,7 +203,14 @@ pub fn decide_cached(
     cands: &mut Vec<Candidate>,
     cache: &mut RankCache,
 ) -> Decision {
-    decide_with(snap, quality, client, name, family, cands, Some(cache))
+    decide_with(snap, quality, client, name, family, cands, Cache::On(cache))
+}
+
+/// The query path's cache, or none (explain, the general path): then every
+/// candidate is filled in for explain.
+enum Cache<'a> {
+    Off,
+    On(&'a mut RankCache),
 }
 
 fn decide_with(
@@ -212,20 +220,24 @@ fn decide_with(
     name: &ScheduledName,
     family: Family,
     cands: &mut Vec<Candidate>,
-    mut cache: Option<&mut RankCache>,
+    mut cache: Cache<'_>,
 ) -> Decision {
     let hash = pick::client_hash(client.ip, client.scope);
     let want = name.answers as usize;
     let (cell, class) = (client.info.cell, name.ranking);
-    if let Some(r) = cache.as_deref_mut().and_then(|c| c.get(snap, quality, cell, class, family)) {
-        return r.choose(snap, want, hash);
-    }
-    let ranking = match rank(snap, quality, &client.info, name, family, cands) {
+    let detail = match &mut cache {
+        Cache::Off => Detail::Full,
+        Cache::On(c) => match c.get(snap, quality, cell, class, family) {
+            Some(r) => return r.choose(snap, want, hash),
+            None => Detail::Score,
+        },
+    };
+    let ranking = match rank(snap, quality, &client.info, name, family, detail, cands) {
         (Ranked::Fits(r), _) => r,
         (Ranked::Empty, stage) => Ranking::empty(stage.fallback()),
         (Ranked::TooMany, stage) => return pick::pick(snap, cands, want, hash, |c| stage.admits(c), stage.fallback()),
     };
-    if let Some(c) = cache {
+    if let Cache::On(c) = cache {
         c.put(cell, class, family, ranking);
     }
     ranking.choose(snap, want, hash)
@@ -263,9 +275,10 @@ fn rank(
     info: &ClientInfo,
     name: &ScheduledName,
     family: Family,
+    detail: Detail,
     cands: &mut Vec<Candidate>,
 ) -> (Ranked, Stage) {
-    score::evaluate(snap, quality, info, name.coverage, name.pops.iter().copied(), family, cands);
+    score::evaluate(snap, quality, info, name.coverage, name.pops.iter().copied(), family, detail, cands);
     for i in 0..filter::LEVELS.len() {
         let stage = Stage::Level(i);
         match Ranking::of(snap, cands, |c| stage.admits(c), stage.fallback()) {
@@ -275,7 +288,7 @@ fn rank(
     }
     // Nothing in coverage: any edge POP of the family, wherever it is.
     let all = (0..snap.pops.len()).map(|i| PopId(i as u16));
-    score::evaluate(snap, quality, info, crate::pops::Coverage::Global, all, family, cands);
+    score::evaluate(snap, quality, info, crate::pops::Coverage::Global, all, family, detail, cands);
     let stage = Stage::AnyEdge;
     (Ranking::of(snap, cands, |c| stage.admits(c), stage.fallback()), stage)
 }

@@ -12,7 +12,18 @@ use crate::geo::ClientInfo;
 use crate::pops::{Coverage, Family, Health, PopId, Tier};
 use crate::quality::{Quality, group};
 
+/// How much of a candidate to fill in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Everything explain shows.
+    Full,
+    /// What the score needs: the distance only where no measurement stands
+    /// in for it (the distance formula is most of a candidate's cost).
+    Score,
+}
+
 /// Fill `out` with one scored candidate per POP of `pops`.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     snap: &Snapshot,
     quality: &Quality,
@@ -20,6 +31,7 @@ pub fn evaluate(
     coverage: Coverage,
     pops: impl Iterator<Item = PopId>,
     family: Family,
+    detail: Detail,
     out: &mut Vec<Candidate>,
 ) {
     out.clear();
@@ -45,7 +57,6 @@ pub fn evaluate(
         let load = state.load.unwrap_or(0.0);
         let overloaded = load >= s.overload;
         let isp_match = pop.isp.is_none_or(|i| i == client.isp);
-        let distance_km = client_unit.map(|u| u.distance_km(&pop.unit));
         let measured = if current {
             rows[..ngroups]
                 .iter()
@@ -53,6 +64,10 @@ pub fn evaluate(
                 .find_map(|(row, g)| row.and_then(|r| r.get(id.0 as usize).copied().flatten()).map(|r| (r, *g)))
         } else {
             None
+        };
+        let distance_km = match (measured, detail) {
+            (Some(_), Detail::Score) => None,
+            _ => client_unit.map(|u| u.distance_km(&pop.unit)),
         };
         let (rtt_ms, loss, group, base) = match measured {
             Some((r, g)) => (r.rtt_ms, Some(r.loss), Some(g), r.rtt_ms + r.loss * s.loss_ms),
