@@ -225,22 +225,26 @@ fn decide_with(
     let hash = pick::client_hash(client.ip, client.scope);
     let want = name.answers as usize;
     let (cell, class) = (client.info.cell, name.ranking);
-    let detail = match &mut cache {
-        Cache::Off => Detail::Full,
+    let mode = match &mut cache {
+        Cache::Off => Mode::Explain,
         Cache::On(c) => match c.get(snap, quality, cell, class, family) {
-            Some(r) => return r.choose(snap, want, hash),
-            None => Detail::Score,
+            Some(r) => return r.choose(snap, want, hash, c.arena()),
+            // Room for any ranking: at most every POP is near-equal.
+            None => Mode::Query(c.arena_with_room(snap.pops.len())),
         },
     };
-    let ranking = match rank(snap, quality, &client.info, name, family, detail, cands) {
+    let ranking = match rank(snap, quality, &client.info, name, family, cands, mode) {
         (Ranked::Fits(r), _) => r,
         (Ranked::Empty, stage) => Ranking::empty(stage.fallback()),
         (Ranked::TooMany, stage) => return pick::pick(snap, cands, want, hash, |c| stage.admits(c), stage.fallback()),
     };
-    if let Cache::On(c) = cache {
-        c.put(cell, class, family, ranking);
+    match cache {
+        Cache::On(c) => {
+            c.put(cell, class, family, ranking);
+            ranking.choose(snap, want, hash, c.arena())
+        }
+        Cache::Off => ranking.choose(snap, want, hash, &[]),
     }
-    ranking.choose(snap, want, hash)
 }
 
 /// Where on the fail-open ladder a ranking was made.
@@ -267,6 +271,15 @@ impl Stage {
     }
 }
 
+/// What a ranking is made for.
+enum Mode<'a> {
+    /// Explain and the general path: every candidate filled in; no arena.
+    Explain,
+    /// A query worker: only what scores need; many near-equal POPs go to the
+    /// cache's arena.
+    Query(&'a mut Vec<PopId>),
+}
+
 /// Score the name's POPs for a client of this cell and rank those that pass
 /// at the first level of the fail-open ladder where any does.
 fn rank(
@@ -275,13 +288,17 @@ fn rank(
     info: &ClientInfo,
     name: &ScheduledName,
     family: Family,
-    detail: Detail,
     cands: &mut Vec<Candidate>,
+    mode: Mode<'_>,
 ) -> (Ranked, Stage) {
+    let (detail, mut arena) = match mode {
+        Mode::Explain => (Detail::Full, None),
+        Mode::Query(a) => (Detail::Score, Some(a)),
+    };
     score::evaluate(snap, quality, info, name.coverage, name.pops.iter().copied(), family, detail, cands);
     for i in 0..filter::LEVELS.len() {
         let stage = Stage::Level(i);
-        match Ranking::of(snap, cands, |c| stage.admits(c), stage.fallback()) {
+        match Ranking::of(snap, cands, |c| stage.admits(c), stage.fallback(), arena.as_deref_mut()) {
             Ranked::Empty => continue,
             r => return (r, stage),
         }
@@ -290,7 +307,7 @@ fn rank(
     let all = (0..snap.pops.len()).map(|i| PopId(i as u16));
     score::evaluate(snap, quality, info, crate::pops::Coverage::Global, all, family, detail, cands);
     let stage = Stage::AnyEdge;
-    (Ranking::of(snap, cands, |c| stage.admits(c), stage.fallback()), stage)
+    (Ranking::of(snap, cands, |c| stage.admits(c), stage.fallback(), arena), stage)
 }
 
 /// Which of a POP's addresses a client gets: the same stable hash at the
@@ -301,7 +318,33 @@ pub fn address_index(client: &Client) -> usize {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::*;
     use crate::config::Snapshot;
+
+    /// Many near-equal POPs (a wide spread), an arena that holds two such
+    /// rankings and a table of 8 slots: spilling, flushing a full arena and
+    /// evicting slots must never change an answer.
+    #[test]
+    fn cached_decisions_match_through_spills_flushes_and_evictions() {
+        let mut snap = demo();
+        snap.scoring.spread_ms = 80.0;
+        let quality = Quality { config_generation: snap.generation, ..Default::default() };
+        let mut cache = RankCache::with_sizes(8, 2 * snap.pops.len());
+        let mut cands = Vec::new();
+        let (mut x, mut spilled) = (7u32, 0);
+        for i in 0..3000u32 {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(x & 0xFFFF_FF00));
+            let client = Client::from_ecs(&snap, ip, 24);
+            let name = snap.zones.sched(crate::zones::SchedId(i % snap.zones.scheduled.len() as u32)).clone();
+            let family = if i % 3 == 0 { Family::V6 } else { Family::V4 };
+            let want = decide(&snap, &quality, &client, &name, family, &mut cands);
+            let got = decide_cached(&snap, &quality, &client, &name, family, &mut cands, &mut cache);
+            assert_eq!(got, want, "{ip} {} {family:?}", name.fqdn);
+            spilled += usize::from(!cache.arena().is_empty());
+        }
+        assert!(cache.hits > 100 && spilled > 100, "hits {} spilled {spilled}", cache.hits);
+    }
 
     /// The shipped configuration with its demo databases.
     pub fn demo() -> Snapshot {

@@ -15,18 +15,29 @@ use super::{Candidate, Decision, Fallback, MAX_ANSWERS};
 use crate::config::Snapshot;
 use crate::pops::PopId;
 
-/// Most near-equal POPs a ranking holds; a cell with more (unlocated
-/// clients before many equal POPs) is decided from its candidates each time.
-pub const NEAR_MAX: usize = 16;
+/// POPs a ranking holds in itself: near-equal ones and the rest.
+const INLINE: usize = 22;
+/// Most near-equal POPs held inline (room stays for `MAX_ANSWERS` others).
+/// More (dense inventories: dozens of POPs within `spread_ms`) go to the
+/// cache's arena, or, without a cache, are picked from the candidates.
+pub const NEAR_INLINE: usize = INLINE - MAX_ANSWERS;
+/// `spill` of a ranking whose near-equal POPs are inline.
+const NO_SPILL: u32 = u32::MAX;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Ranking {
-    /// `near` near-equal POPs (within `spread_ms` of the best), in candidate
-    /// order; then up to `MAX_ANSWERS` others, best score first.
-    pops: [PopId; NEAR_MAX + MAX_ANSWERS],
-    near: u8,
+    /// The near-equal POPs (within `spread_ms` of the best), in candidate
+    /// order, unless spilled; then up to `MAX_ANSWERS` others, best first.
+    pops: [PopId; INLINE],
+    /// How many POPs are near-equal.
+    near: u16,
+    /// POPs used in `pops`.
     len: u8,
     pub fallback: Option<Fallback>,
+    /// Where the near-equal POPs start in the arena, when there are more
+    /// than `NEAR_INLINE` (then none are inline, and no others are needed:
+    /// `near` already exceeds any answer count).
+    spill: u32,
 }
 
 /// What the candidates that pass a filter make.
@@ -34,91 +45,87 @@ pub enum Ranked {
     /// None passes.
     Empty,
     Fits(Ranking),
-    /// More near-equal POPs than a ranking holds.
+    /// More near-equal POPs than the ranking (and the arena) can hold.
     TooMany,
 }
 
 impl Ranking {
     /// No POP: the answer is NODATA.
     pub fn empty(fallback: Option<Fallback>) -> Ranking {
-        Ranking { pops: [PopId(0); NEAR_MAX + MAX_ANSWERS], near: 0, len: 0, fallback }
+        Ranking { pops: [PopId(0); INLINE], near: 0, len: 0, fallback, spill: NO_SPILL }
     }
 
-    /// The ranking of the candidates that pass `ok`.
+    /// The ranking of the candidates that pass `ok`. Near-equal POPs beyond
+    /// `NEAR_INLINE` are appended to `arena` when it has room for them.
     pub fn of(
         snap: &Snapshot,
         cands: &[Candidate],
         ok: impl Fn(&Candidate) -> bool,
         fallback: Option<Fallback>,
+        arena: Option<&mut Vec<PopId>>,
     ) -> Ranked {
         let best = cands.iter().filter(|c| ok(c)).map(|c| c.score).fold(f64::INFINITY, f64::min);
         if !best.is_finite() {
             return Ranked::Empty;
         }
         let near_limit = best + snap.scoring.spread_ms;
+        let is_near = |c: &&Candidate| ok(c) && c.score <= near_limit;
         let mut r = Ranking::empty(fallback);
-        for c in cands.iter().filter(|c| ok(c) && c.score <= near_limit) {
-            if r.near as usize == NEAR_MAX {
-                return Ranked::TooMany;
-            }
-            r.pops[r.near as usize] = c.pop;
-            r.near += 1;
+        let near = cands.iter().filter(is_near).count();
+        if near > NEAR_INLINE {
+            return match arena {
+                Some(a) if near <= u16::MAX as usize && a.capacity() - a.len() >= near => {
+                    r.spill = a.len() as u32;
+                    r.near = near as u16;
+                    a.extend(cands.iter().filter(is_near).map(|c| c.pop));
+                    Ranked::Fits(r)
+                }
+                _ => Ranked::TooMany,
+            };
         }
-        // The rest: the best MAX_ANSWERS by (score, POP), by insertion into a short sorted list.
-        let mut rest: [(f64, PopId); MAX_ANSWERS] = [(f64::INFINITY, PopId(u16::MAX)); MAX_ANSWERS];
-        let mut n = 0;
-        for c in cands.iter().filter(|c| ok(c) && c.score > near_limit) {
-            let item = (c.score, c.pop);
-            let before = |a: &(f64, PopId), b: &(f64, PopId)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).is_lt();
-            if n == MAX_ANSWERS && !before(&item, &rest[n - 1]) {
-                continue;
-            }
-            let mut i = n.min(MAX_ANSWERS - 1);
-            while i > 0 && before(&item, &rest[i - 1]) {
-                rest[i] = rest[i - 1];
-                i -= 1;
-            }
-            rest[i] = item;
-            n = (n + 1).min(MAX_ANSWERS);
-        }
-        for (_, p) in &rest[..n] {
-            r.pops[r.near as usize + r.len as usize] = *p;
+        for c in cands.iter().filter(is_near) {
+            r.pops[r.len as usize] = c.pop;
             r.len += 1;
         }
-        r.len += r.near;
+        r.near = near as u16;
+        // The rest: the best MAX_ANSWERS by (score, POP).
+        let mut rest = TopK::new(MAX_ANSWERS);
+        for c in cands.iter().filter(|c| ok(c) && c.score > near_limit) {
+            rest.offer(c.score, c.pop);
+        }
+        for (_, p) in rest.items() {
+            r.pops[r.len as usize] = *p;
+            r.len += 1;
+        }
         Ranked::Fits(r)
     }
 
     /// Up to `want` POPs for a client whose network hashes to `hash`: the
     /// near-equal ones in order of their draw, then the rest by score.
-    pub fn choose(&self, snap: &Snapshot, want: usize, hash: u64) -> Decision {
+    /// `arena` is the one the ranking was made with.
+    pub fn choose(&self, snap: &Snapshot, want: usize, hash: u64, arena: &[PopId]) -> Decision {
         let mut d = Decision { pops: [PopId(0); MAX_ANSWERS], len: 0, fallback: self.fallback };
         let want = want.min(MAX_ANSWERS);
-        let near = &self.pops[..self.near as usize];
+        let near = if self.spill == NO_SPILL {
+            &self.pops[..self.near as usize]
+        } else {
+            &arena[self.spill as usize..self.spill as usize + self.near as usize]
+        };
         if near.len() == 1 {
             d.pops[0] = near[0];
             d.len = 1;
         } else {
-            let mut draws = [(0f64, PopId(0)); NEAR_MAX];
-            for (slot, p) in draws.iter_mut().zip(near) {
-                *slot = (draw(hash, *p, snap.pops.get(*p).capacity), *p);
+            let mut by_draw = TopK::new(want);
+            for p in near {
+                by_draw.offer(draw(hash, *p, snap.pops.get(*p).capacity), *p);
             }
-            let draws = &mut draws[..near.len()];
-            let k = want.min(draws.len());
-            // Partial selection sort: the k smallest draws, in order.
-            for i in 0..k {
-                let mut m = i;
-                for j in i + 1..draws.len() {
-                    if draws[j].0.total_cmp(&draws[m].0).then(draws[j].1.cmp(&draws[m].1)).is_lt() {
-                        m = j;
-                    }
-                }
-                draws.swap(i, m);
-                d.pops[i] = draws[i].1;
+            for (_, p) in by_draw.items() {
+                d.pops[d.len as usize] = *p;
+                d.len += 1;
             }
-            d.len = k as u8;
         }
-        for p in &self.pops[self.near as usize..self.len as usize] {
+        let inline_near = if self.spill == NO_SPILL { self.near as usize } else { 0 };
+        for p in &self.pops[inline_near..self.len as usize] {
             if d.len as usize >= want {
                 break;
             }
@@ -126,6 +133,38 @@ impl Ranking {
             d.len += 1;
         }
         d
+    }
+}
+
+/// The k smallest (key, POP) pairs offered, in order (ties by POP).
+struct TopK {
+    items: [(f64, PopId); MAX_ANSWERS],
+    len: usize,
+    k: usize,
+}
+
+impl TopK {
+    fn new(k: usize) -> TopK {
+        TopK { items: [(f64::INFINITY, PopId(u16::MAX)); MAX_ANSWERS], len: 0, k: k.min(MAX_ANSWERS) }
+    }
+
+    fn offer(&mut self, key: f64, pop: PopId) {
+        let before = |a: (f64, PopId), b: (f64, PopId)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).is_lt();
+        let item = (key, pop);
+        if self.k == 0 || (self.len == self.k && !before(item, self.items[self.len - 1])) {
+            return;
+        }
+        let mut i = self.len.min(self.k - 1);
+        while i > 0 && before(item, self.items[i - 1]) {
+            self.items[i] = self.items[i - 1];
+            i -= 1;
+        }
+        self.items[i] = item;
+        self.len = (self.len + 1).min(self.k);
+    }
+
+    fn items(&self) -> &[(f64, PopId)] {
+        &self.items[..self.len]
     }
 }
 
@@ -183,16 +222,27 @@ mod tests {
             let hash = next();
             for want in 1..=MAX_ANSWERS {
                 let expected = pick(&snap, &cands, want, hash, ok, None);
-                match Ranking::of(&snap, &cands, ok, None) {
+                match Ranking::of(&snap, &cands, ok, None, None) {
                     Ranked::Fits(r) => {
                         fits += 1;
-                        assert_eq!(r.choose(&snap, want, hash), expected, "{cands:?} want {want}");
+                        assert_eq!(r.choose(&snap, want, hash, &[]), expected, "{cands:?} want {want}");
                     }
                     Ranked::Empty => {
                         empty += 1;
                         assert_eq!(expected.len, 0);
                     }
-                    Ranked::TooMany => too_many += 1,
+                    Ranked::TooMany => {
+                        too_many += 1;
+                        // Spilled into an arena that already holds another ranking's POPs.
+                        let mut arena = Vec::with_capacity(snap.pops.len() + 1);
+                        arena.push(PopId(7));
+                        let Ranked::Fits(r) = Ranking::of(&snap, &cands, ok, None, Some(&mut arena)) else {
+                            panic!("the arena had room: {cands:?}");
+                        };
+                        assert_eq!(r.choose(&snap, want, hash, &arena), expected, "{cands:?} want {want}");
+                        let mut small = Vec::with_capacity(NEAR_INLINE);
+                        assert!(matches!(Ranking::of(&snap, &cands, ok, None, Some(&mut small)), Ranked::TooMany));
+                    }
                 }
             }
         }
