@@ -24,8 +24,8 @@ pin_self() {
 }
 
 # apt packages for the peers and the load generator. policy-rc.d exiting 101
-# keeps the packages' daemons from starting on :53 (removed again only if we
-# created it).
+# keeps the packages' daemons (nsd, knot, gdnsd, pdns) from starting on :53
+# (removed again only if we created it).
 install_deps() {
     local need=()
     command -v dnsperf >/dev/null || need+=(dnsperf)
@@ -33,6 +33,8 @@ install_deps() {
     command -v knotd >/dev/null || need+=(knot)
     [ -e /usr/lib/x86_64-linux-gnu/knot/modules-3.2/geoip.so ] || ls /usr/lib/*/knot/modules-*/geoip.so >/dev/null 2>&1 || need+=(knot-module-geoip)
     command -v nsd >/dev/null || need+=(nsd)
+    command -v pdns_server >/dev/null || need+=(pdns-server)
+    ls /usr/lib/*/pdns/libgeoipbackend.so >/dev/null 2>&1 || need+=(pdns-backend-geoip)
     command -v cc >/dev/null || need+=(gcc libc6-dev)
     if [ "${PERF:-0}" = 1 ] && ! command -v perf >/dev/null; then need+=(linux-perf); fi
     if [ ${#need[@]} -gt 0 ]; then
