@@ -20,6 +20,7 @@ use std::net::IpAddr;
 use maxminddb::{Mmap, Reader, WithinOptions};
 
 use super::{IspMap, Location};
+use crate::hash::Fast;
 use crate::pops::IspId;
 
 /// Index of a cell in `Cells::cells`.
@@ -75,7 +76,7 @@ impl Cells {
     pub fn build(location: &Reader<Mmap>, asn: &Reader<Mmap>, isps: &IspMap) -> Cells {
         let mut locs = Interner::<LocKey>::default();
         let mut loc_values: Vec<Location> = Vec::new();
-        let mut loc_of_offset: HashMap<usize, u32> = HashMap::new();
+        let mut loc_of_offset: HashMap<usize, u32, Fast> = HashMap::default();
         let mut loc_value = |res: &maxminddb::LookupResult<'_, Mmap>| -> u32 {
             let Some(off) = res.offset() else { return NONE };
             *loc_of_offset.entry(off).or_insert_with(|| {
@@ -87,7 +88,7 @@ impl Cells {
                 id
             })
         };
-        let mut isp_of_offset: HashMap<usize, u32> = HashMap::new();
+        let mut isp_of_offset: HashMap<usize, u32, Fast> = HashMap::default();
         let mut isp_value = |res: &maxminddb::LookupResult<'_, Mmap>| -> u32 {
             let Some(off) = res.offset() else { return NONE };
             *isp_of_offset.entry(off).or_insert_with(|| isps.of_asn(super::mmdb::decode_asn(res)).0 as u32)
@@ -103,7 +104,7 @@ impl Cells {
         };
         let (v6, v6_cells): (Vec<u64>, Vec<u32>) = {
             let (l, i) = (partition(location, Family::V6, &mut loc_value), partition(asn, Family::V6, &mut isp_value));
-            to_slash64(merge(&l, &i, &mut cell_of)).into_iter().unzip()
+            merge(&l, &i, &mut cell_of).into_iter().unzip()
         };
         let mut pairs: Vec<(u32, u32)> = vec![(NONE, NONE); cells.ids.len()];
         for (k, id) in cells.ids {
@@ -180,22 +181,42 @@ fn prefetch<T>(r: &T) {
     let _ = r;
 }
 
-/// IPv6 ranges at /64 granularity: a /64 belongs to the range that holds its
-/// first address (see `Cells::v6`).
-fn to_slash64(ranges: Vec<(u128, u32)>) -> Vec<(u64, u32)> {
-    let mut out: Vec<(u64, u32)> = Vec::with_capacity(ranges.len());
-    for (s, c) in ranges {
-        let lo = s as u64 != 0;
-        let Some(start) = ((s >> 64) as u64).checked_add(u64::from(lo)) else { continue };
-        // Several ranges starting inside one /64: the last one holds the next boundary.
-        if out.last().is_some_and(|l| l.0 == start) {
-            out.pop();
-        }
-        if out.last().is_none_or(|l| l.1 != c) {
-            out.push((start, c));
+/// A partition of one family's space as (start, value) runs, built in
+/// address order, neighbours with equal values merged. IPv4 starts are
+/// addresses; IPv6 starts are /64 numbers (see `Cells::v6`): a /64 takes
+/// the value of the range that holds its first address. 16 bytes a run
+/// (a u128 start took 32, and the load's peak memory with it).
+struct Partition {
+    family: Family,
+    runs: Vec<(u64, u32)>,
+}
+
+impl Partition {
+    fn new(family: Family) -> Partition {
+        Partition { family, runs: Vec::new() }
+    }
+
+    /// A range that starts at `start` (after every range pushed so far).
+    fn push(&mut self, start: u128, v: u32) {
+        let key = match self.family {
+            Family::V4 => start as u64,
+            // A range starting inside a /64 holds the next /64's first address, if any.
+            Family::V6 => match ((start >> 64) as u64).checked_add(u64::from(start as u64 != 0)) {
+                Some(k) => k,
+                None => return,
+            },
+        };
+        if let Some(last) = self.runs.last_mut().filter(|l| l.0 == key) {
+            // Several ranges start inside one /64: the last one holds the next boundary.
+            last.1 = v;
+            let n = self.runs.len();
+            if n >= 2 && self.runs[n - 2].1 == v {
+                self.runs.pop();
+            }
+        } else if self.runs.last().is_none_or(|l| l.1 != v) {
+            self.runs.push((key, v));
         }
     }
-    out
 }
 
 /// The prefix length of the largest aligned block that holds `x` and lies in
@@ -228,19 +249,14 @@ fn partition(
     reader: &Reader<Mmap>,
     family: Family,
     value: &mut impl FnMut(&maxminddb::LookupResult<'_, Mmap>) -> u32,
-) -> Vec<(u128, u32)> {
+) -> Vec<(u64, u32)> {
     let (root, bits) = match family {
         Family::V4 => ("0.0.0.0/0", 32u32),
         Family::V6 => ("::/0", 128u32),
     };
     let Ok(root) = root.parse::<ipnetwork::IpNetwork>() else { return vec![(0, NONE)] };
     let max = u128::MAX >> (128 - bits);
-    let mut out: Vec<(u128, u32)> = Vec::new();
-    let push = |out: &mut Vec<(u128, u32)>, start: u128, v: u32| {
-        if out.last().is_none_or(|l| l.1 != v) {
-            out.push((start, v));
-        }
-    };
+    let mut out = Partition::new(family);
     let mut next = 0u128; // first address not yet covered
     let mut done = false;
     // The tree is walked left to right, so networks come in address order.
@@ -268,9 +284,9 @@ fn partition(
             let v = value(&res);
             let s = s.max(next);
             if s > next {
-                push(&mut out, next, NONE);
+                out.push(next, NONE);
             }
-            push(&mut out, s, v);
+            out.push(s, v);
             if e == max {
                 done = true;
             } else {
@@ -279,14 +295,14 @@ fn partition(
         }
     }
     if !done {
-        push(&mut out, next, NONE);
+        out.push(next, NONE);
     }
-    out
+    out.runs
 }
 
 /// Overlay two partitions of the same space into one of cell ids.
-fn merge(a: &[(u128, u32)], b: &[(u128, u32)], cell_of: &mut impl FnMut(u32, u32) -> u32) -> Vec<(u128, u32)> {
-    let mut out: Vec<(u128, u32)> = Vec::with_capacity(a.len().max(b.len()));
+fn merge(a: &[(u64, u32)], b: &[(u64, u32)], cell_of: &mut impl FnMut(u32, u32) -> u32) -> Vec<(u64, u32)> {
+    let mut out: Vec<(u64, u32)> = Vec::with_capacity(a.len().max(b.len()));
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
         let start = a[i].0.max(b[j].0);
@@ -332,12 +348,12 @@ impl LocKey {
 }
 
 struct Interner<K> {
-    ids: HashMap<K, u32>,
+    ids: HashMap<K, u32, Fast>,
 }
 
 impl<K> Default for Interner<K> {
     fn default() -> Self {
-        Interner { ids: HashMap::new() }
+        Interner { ids: HashMap::default() }
     }
 }
 
@@ -375,22 +391,36 @@ mod tests {
 
     #[test]
     fn slash64_granularity() {
-        let r = vec![(0u128, 1u32), (5u128 << 64, 2), ((5u128 << 64) + 9, 3), ((6u128 << 64) + 1, 4)];
+        let mut p = Partition::new(Family::V6);
+        for (s, v) in [(0u128, 1u32), (5u128 << 64, 2), ((5u128 << 64) + 9, 3), ((6u128 << 64) + 1, 4)] {
+            p.push(s, v);
+        }
         // /64 number 5 starts in range 2; range 3 starts inside it and holds /64 number 6's
         // first address; range 4 holds /64 number 7 onwards.
-        assert_eq!(to_slash64(r), vec![(0, 1), (5, 2), (6, 3), (7, 4)]);
+        assert_eq!(p.runs, vec![(0, 1), (5, 2), (6, 3), (7, 4)]);
+        // Ranges inside one /64 whose last one has the value before them: one run.
+        let mut p = Partition::new(Family::V6);
+        for (s, v) in [(0u128, 1u32), ((3u128 << 64) + 1, 2), ((3u128 << 64) + 7, 1), (9u128 << 64, 5)] {
+            p.push(s, v);
+        }
+        assert_eq!(p.runs, vec![(0, 1), (9, 5)]);
+        // The last /64's inner ranges have no next /64.
+        let mut p = Partition::new(Family::V6);
+        p.push(0, 1);
+        p.push(u128::MAX - 3, 2);
+        assert_eq!(p.runs, vec![(0, 1)]);
     }
 
     #[test]
     fn merging_two_partitions() {
-        let a = [(0u128, 1u32), (100, 2), (200, NONE)];
-        let b = [(0u128, 7u32), (150, 8)];
+        let a = [(0u64, 1u32), (100, 2), (200, NONE)];
+        let b = [(0u64, 7u32), (150, 8)];
         let mut seen = Vec::new();
         let out = merge(&a, &b, &mut |x, y| {
             seen.push((x, y));
             (x.wrapping_mul(10).wrapping_add(y)) & 0xFFFF
         });
-        let starts: Vec<u128> = out.iter().map(|o| o.0).collect();
+        let starts: Vec<u64> = out.iter().map(|o| o.0).collect();
         assert_eq!(starts, vec![0, 100, 150, 200]);
         assert_eq!(seen, vec![(1, 7), (2, 7), (2, 8), (NONE, 8)]);
     }
