@@ -97,15 +97,14 @@ impl Cells {
         let mut cells = Interner::<(u32, u32)>::default();
         let mut cell_of = |loc: u32, isp: u32| cells.intern((loc, isp)).0;
         cell_of(NONE, NONE);
-        // One family at a time, so the temporary partitions of both never coexist.
-        let v4: Vec<(u32, u32)> = {
-            let (l, i) = (partition(location, Family::V4, &mut loc_value), partition(asn, Family::V4, &mut isp_value));
-            merge(&l, &i, &mut cell_of).into_iter().map(|(s, c)| (s as u32, c)).collect()
+        // One family at a time. The ASN partition is held; the location
+        // database (the large one) is overlaid onto it as it is walked.
+        let mut overlay = |family| {
+            let isp = partition(asn, family, &mut isp_value, Vec::new());
+            partition(location, family, &mut loc_value, Overlay::new(&isp, &mut cell_of)).finish()
         };
-        let (v6, v6_cells): (Vec<u64>, Vec<u32>) = {
-            let (l, i) = (partition(location, Family::V6, &mut loc_value), partition(asn, Family::V6, &mut isp_value));
-            merge(&l, &i, &mut cell_of).into_iter().unzip()
-        };
+        let v4: Vec<(u32, u32)> = overlay(Family::V4).into_iter().map(|(s, c)| (s as u32, c)).collect();
+        let (v6, v6_cells): (Vec<u64>, Vec<u32>) = overlay(Family::V6).into_iter().unzip();
         let mut pairs: Vec<(u32, u32)> = vec![(NONE, NONE); cells.ids.len()];
         for (k, id) in cells.ids {
             pairs[id as usize] = k;
@@ -181,19 +180,34 @@ fn prefetch<T>(r: &T) {
     let _ = r;
 }
 
-/// A partition of one family's space as (start, value) runs, built in
-/// address order, neighbours with equal values merged. IPv4 starts are
-/// addresses; IPv6 starts are /64 numbers (see `Cells::v6`): a /64 takes
-/// the value of the range that holds its first address. 16 bytes a run
-/// (a u128 start took 32, and the load's peak memory with it).
-struct Partition {
-    family: Family,
-    runs: Vec<(u64, u32)>,
+/// Where the runs of a partition go, in address order: (start, value),
+/// neighbours with equal values merged by the sink.
+trait Sink {
+    fn run(&mut self, start: u64, v: u32);
 }
 
-impl Partition {
-    fn new(family: Family) -> Partition {
-        Partition { family, runs: Vec::new() }
+impl Sink for Vec<(u64, u32)> {
+    fn run(&mut self, start: u64, v: u32) {
+        if self.last().is_none_or(|l| l.1 != v) {
+            self.push((start, v));
+        }
+    }
+}
+
+/// A partition of one family's space as (start, value) runs, built in
+/// address order. IPv4 starts are addresses; IPv6 starts are /64 numbers
+/// (see `Cells::v6`): a /64 takes the value of the range that holds its
+/// first address. 16 bytes a run (a u128 start took 32).
+struct Partition<S> {
+    family: Family,
+    /// The last run: a later range may still start inside its /64.
+    held: Option<(u64, u32)>,
+    sink: S,
+}
+
+impl<S: Sink> Partition<S> {
+    fn new(family: Family, sink: S) -> Partition<S> {
+        Partition { family, held: None, sink }
     }
 
     /// A range that starts at `start` (after every range pushed so far).
@@ -206,16 +220,77 @@ impl Partition {
                 None => return,
             },
         };
-        if let Some(last) = self.runs.last_mut().filter(|l| l.0 == key) {
+        match &mut self.held {
             // Several ranges start inside one /64: the last one holds the next boundary.
-            last.1 = v;
-            let n = self.runs.len();
-            if n >= 2 && self.runs[n - 2].1 == v {
-                self.runs.pop();
+            Some(h) if h.0 == key => h.1 = v,
+            held => {
+                if let Some((s, hv)) = held.replace((key, v)) {
+                    self.sink.run(s, hv);
+                }
             }
-        } else if self.runs.last().is_none_or(|l| l.1 != v) {
-            self.runs.push((key, v));
         }
+    }
+
+    fn finish(mut self) -> S {
+        if let Some((s, v)) = self.held.take() {
+            self.sink.run(s, v);
+        }
+        self.sink
+    }
+}
+
+/// Overlays the runs of one partition, as they come, onto another held in
+/// memory: the output's runs are cell ids of (value here, value there).
+struct Overlay<'b, F> {
+    held: &'b [(u64, u32)],
+    /// The held run that covers the last output start.
+    j: usize,
+    /// The last incoming run: its end is the next run's start.
+    pending: Option<(u64, u32)>,
+    cell_of: F,
+    out: Vec<(u64, u32)>,
+}
+
+impl<'b, F: FnMut(u32, u32) -> u32> Overlay<'b, F> {
+    fn new(held: &'b [(u64, u32)], cell_of: F) -> Self {
+        Overlay { held, j: 0, pending: None, cell_of, out: Vec::with_capacity(held.len()) }
+    }
+
+    /// The incoming run [start, end) of value `v` (end None: to the end of the space).
+    fn emit(&mut self, start: u64, end: Option<u64>, v: u32) {
+        let h = self.held;
+        while self.j + 1 < h.len() && h[self.j + 1].0 <= start {
+            self.j += 1;
+        }
+        let mut at = start;
+        loop {
+            let c = (self.cell_of)(v, h.get(self.j).map_or(NONE, |r| r.1));
+            self.out.run(at, c);
+            match h.get(self.j + 1) {
+                Some(next) if end.is_none_or(|e| next.0 < e) => {
+                    self.j += 1;
+                    at = next.0;
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+impl<F: FnMut(u32, u32) -> u32> Sink for Overlay<'_, F> {
+    fn run(&mut self, start: u64, v: u32) {
+        if let Some((s, pv)) = self.pending.replace((start, v)) {
+            self.emit(s, Some(start), pv);
+        }
+    }
+}
+
+impl<F: FnMut(u32, u32) -> u32> Overlay<'_, F> {
+    fn finish(mut self) -> Vec<(u64, u32)> {
+        if let Some((s, v)) = self.pending.take() {
+            self.emit(s, None, v);
+        }
+        self.out
     }
 }
 
@@ -245,18 +320,22 @@ enum Family {
 
 /// The database as a sorted partition of one family's space: (start, value),
 /// gaps and networks without data as NONE, neighbours with equal values merged.
-fn partition(
+fn partition<S: Sink>(
     reader: &Reader<Mmap>,
     family: Family,
     value: &mut impl FnMut(&maxminddb::LookupResult<'_, Mmap>) -> u32,
-) -> Vec<(u64, u32)> {
+    sink: S,
+) -> S {
     let (root, bits) = match family {
         Family::V4 => ("0.0.0.0/0", 32u32),
         Family::V6 => ("::/0", 128u32),
     };
-    let Ok(root) = root.parse::<ipnetwork::IpNetwork>() else { return vec![(0, NONE)] };
+    let mut out = Partition::new(family, sink);
+    let Ok(root) = root.parse::<ipnetwork::IpNetwork>() else {
+        out.push(0, NONE);
+        return out.finish();
+    };
     let max = u128::MAX >> (128 - bits);
-    let mut out = Partition::new(family);
     let mut next = 0u128; // first address not yet covered
     let mut done = false;
     // The tree is walked left to right, so networks come in address order.
@@ -297,34 +376,7 @@ fn partition(
     if !done {
         out.push(next, NONE);
     }
-    out.runs
-}
-
-/// Overlay two partitions of the same space into one of cell ids.
-fn merge(a: &[(u64, u32)], b: &[(u64, u32)], cell_of: &mut impl FnMut(u32, u32) -> u32) -> Vec<(u64, u32)> {
-    let mut out: Vec<(u64, u32)> = Vec::with_capacity(a.len().max(b.len()));
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        let start = a[i].0.max(b[j].0);
-        let c = cell_of(a[i].1, b[j].1);
-        if out.last().is_none_or(|l| l.1 != c) {
-            out.push((start, c));
-        }
-        let a_end = a.get(i + 1).map(|n| n.0);
-        let b_end = b.get(j + 1).map(|n| n.0);
-        match (a_end, b_end) {
-            (Some(x), Some(y)) if x == y => {
-                i += 1;
-                j += 1;
-            }
-            (Some(x), Some(y)) if x < y => i += 1,
-            (Some(_), Some(_)) => j += 1,
-            (Some(_), None) => i += 1,
-            (None, Some(_)) => j += 1,
-            (None, None) => break,
-        }
-    }
-    out
+    out.finish()
 }
 
 /// Hashable identity of a location (coordinates by their bits).
@@ -391,24 +443,51 @@ mod tests {
 
     #[test]
     fn slash64_granularity() {
-        let mut p = Partition::new(Family::V6);
+        let mut p = Partition::new(Family::V6, Vec::new());
         for (s, v) in [(0u128, 1u32), (5u128 << 64, 2), ((5u128 << 64) + 9, 3), ((6u128 << 64) + 1, 4)] {
             p.push(s, v);
         }
         // /64 number 5 starts in range 2; range 3 starts inside it and holds /64 number 6's
         // first address; range 4 holds /64 number 7 onwards.
-        assert_eq!(p.runs, vec![(0, 1), (5, 2), (6, 3), (7, 4)]);
+        assert_eq!(p.finish(), vec![(0, 1), (5, 2), (6, 3), (7, 4)]);
         // Ranges inside one /64 whose last one has the value before them: one run.
-        let mut p = Partition::new(Family::V6);
+        let mut p = Partition::new(Family::V6, Vec::new());
         for (s, v) in [(0u128, 1u32), ((3u128 << 64) + 1, 2), ((3u128 << 64) + 7, 1), (9u128 << 64, 5)] {
             p.push(s, v);
         }
-        assert_eq!(p.runs, vec![(0, 1), (9, 5)]);
+        assert_eq!(p.finish(), vec![(0, 1), (9, 5)]);
         // The last /64's inner ranges have no next /64.
-        let mut p = Partition::new(Family::V6);
+        let mut p = Partition::new(Family::V6, Vec::new());
         p.push(0, 1);
         p.push(u128::MAX - 3, 2);
-        assert_eq!(p.runs, vec![(0, 1)]);
+        assert_eq!(p.finish(), vec![(0, 1)]);
+    }
+
+    /// The reference overlay: two partitions held in memory, merged.
+    fn merge(a: &[(u64, u32)], b: &[(u64, u32)], cell_of: &mut impl FnMut(u32, u32) -> u32) -> Vec<(u64, u32)> {
+        let mut out: Vec<(u64, u32)> = Vec::with_capacity(a.len().max(b.len()));
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() && j < b.len() {
+            let start = a[i].0.max(b[j].0);
+            let c = cell_of(a[i].1, b[j].1);
+            if out.last().is_none_or(|l| l.1 != c) {
+                out.push((start, c));
+            }
+            let a_end = a.get(i + 1).map(|n| n.0);
+            let b_end = b.get(j + 1).map(|n| n.0);
+            match (a_end, b_end) {
+                (Some(x), Some(y)) if x == y => {
+                    i += 1;
+                    j += 1;
+                }
+                (Some(x), Some(y)) if x < y => i += 1,
+                (Some(_), Some(_)) => j += 1,
+                (Some(_), None) => i += 1,
+                (None, Some(_)) => j += 1,
+                (None, None) => break,
+            }
+        }
+        out
     }
 
     #[test]
@@ -423,5 +502,36 @@ mod tests {
         let starts: Vec<u64> = out.iter().map(|o| o.0).collect();
         assert_eq!(starts, vec![0, 100, 150, 200]);
         assert_eq!(seen, vec![(1, 7), (2, 7), (2, 8), (NONE, 8)]);
+    }
+
+    /// The streaming overlay the build uses gives what merging the two
+    /// partitions held in memory gives, on random partitions.
+    #[test]
+    fn streaming_overlay_equals_merge() {
+        let mut x = 0x9E37_79B9u64;
+        let mut next = move |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        for _ in 0..500 {
+            let mut random_partition = || {
+                let mut p: Vec<(u64, u32)> = vec![(0, next(4) as u32)];
+                for _ in 0..next(30) {
+                    let s = p.last().unwrap().0 + 1 + next(50);
+                    p.run(s, next(4) as u32);
+                }
+                p
+            };
+            let (a, b) = (random_partition(), random_partition());
+            let cell = |x: u32, y: u32| x * 10 + y % 10;
+            let want = merge(&a, &b, &mut |x, y| cell(x, y));
+            let mut o = Overlay::new(&b, cell);
+            for &(s, v) in &a {
+                o.run(s, v);
+            }
+            assert_eq!(o.finish(), want, "{a:?} over {b:?}");
+        }
     }
 }
