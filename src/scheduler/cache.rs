@@ -32,7 +32,7 @@ struct Slot {
 pub struct RankCache {
     slots: Box<[Slot]>,
     /// The near-equal POPs of this epoch's spilled rankings (its capacity
-    /// is fixed: when it is full, such rankings are not cached).
+    /// is fixed: a ranking that might not fit starts a new epoch first).
     arena: Vec<PopId>,
     epoch: u32,
     /// (config generation, quality generation) of the current epoch.
