@@ -121,7 +121,8 @@ impl Pop {
 #[derive(Debug, Default)]
 pub struct Pops {
     pub list: Vec<Pop>,
-    by_id: std::collections::HashMap<String, PopId>,
+    /// Id -> index (the feed looks a POP up by name for every entry of a report).
+    by_id: std::collections::HashMap<String, PopId, crate::hash::Fast>,
 }
 
 impl Pops {

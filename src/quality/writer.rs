@@ -13,7 +13,7 @@
 //! Route data is keyed by the current snapshot's POP index and group, and
 //! keeps the names it was reported under so a reload can map it again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -157,7 +157,7 @@ struct RouteEntry {
 
 /// The writer's maps: keyed by names from authenticated reports only, so the
 /// fast unkeyed hash is safe (SipHash was a tenth of the writer's time).
-type Map<K, V> = HashMap<K, V, crate::hash::Fast>;
+type Map<K, V> = hashbrown::HashMap<K, V, crate::hash::Fast>;
 type Set<K> = HashSet<K, crate::hash::Fast>;
 
 /// The writer's working copy. Route data is keyed by the current snapshot's
@@ -230,12 +230,10 @@ impl Work {
             self.next_expiry = Some(now + cfg.stale_after);
         }
         for p in &r.pops {
-            self.last_report_ms.insert(p.id.clone(), r.ts);
-            self.dirty_pops.insert(p.id.clone());
-            let views = self.pops.entry(p.id.clone()).or_default();
+            self.touch_pop(&p.id, r.ts);
+            let views = entry(&mut self.pops, &p.id, Map::default);
             let fresh = |at: Option<Instant>| at.is_some_and(|t| now.duration_since(t) <= cfg.stale_after);
-            let v =
-                views.entry(reporter.to_string()).or_insert(View { up: true, pending: 0, health_at: None, load: None });
+            let v = entry(views, reporter, || View { up: true, pending: 0, health_at: None, load: None });
             if let Some(up) = p.up {
                 if !fresh(v.health_at) {
                     // A reporter's first (fresh) report on a POP sets its view at once.
@@ -258,19 +256,26 @@ impl Work {
             }
         }
         for rt in &r.routes {
-            self.last_report_ms.insert(rt.pop.clone(), r.ts);
-            self.dirty_pops.insert(rt.pop.clone());
+            self.touch_pop(&rt.pop, r.ts);
             // Validated against this snapshot a moment ago.
             let (Some(id), Some(g)) = (snap.pops.find(&rt.pop), GroupKey::parse(&rt.group, &snap.isps)) else {
                 continue;
             };
-            let entry = self.routes.entry((id.0, g)).or_insert_with(|| RouteEntry {
+            let route = self.routes.entry((id.0, g)).or_insert_with(|| RouteEntry {
                 pop: rt.pop.clone(),
                 group: rt.group.clone(),
                 by: Map::default(),
             });
-            entry.by.insert(reporter.to_string(), (rt.rtt_ms, rt.loss, now));
+            *entry(&mut route.by, reporter, || (0.0, 0.0, now)) = (rt.rtt_ms, rt.loss, now);
             self.dirty_routes.insert((id.0, g));
+        }
+    }
+
+    /// A report on POP `id` arrived: note its time, recompute it at the next publish.
+    fn touch_pop(&mut self, id: &str, ts: u64) {
+        *entry(&mut self.last_report_ms, id, || ts) = ts;
+        if !self.dirty_pops.contains(id) {
+            self.dirty_pops.insert(id.to_string());
         }
     }
 
@@ -425,6 +430,12 @@ impl Work {
         }));
         shared.feed_stats.published.fetch_add(1, Ordering::Release);
     }
+}
+
+/// The value under `key`, inserted by `make` when absent. The key is copied
+/// into a `String` only then: most reports name POPs and reporters already known.
+fn entry<'m, V>(map: &'m mut Map<String, V>, key: &str, make: impl FnOnce() -> V) -> &'m mut V {
+    map.entry_ref(key).or_insert_with(make)
 }
 
 /// Token bucket per reporter: `rate` reports per second, bursts up to `rate`.
