@@ -61,7 +61,8 @@ impl Scratch {
         Scratch { cands: Vec::with_capacity(64), lname: [0; 256], geo, cache: None }
     }
 
-    /// A query worker's: the cell table and a ranking cache (4 MiB, allocated here once).
+    /// A query worker's: the cell table and a ranking cache (4 MiB of slots
+    /// and a 2 MiB arena, allocated here once).
     pub fn worker() -> Scratch {
         Scratch { cache: Some(Box::default()), ..Scratch::with_geo(GeoPath::Cells) }
     }

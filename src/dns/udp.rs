@@ -128,8 +128,9 @@ fn peer_ip(ss: &libc::sockaddr_storage) -> Option<IpAddr> {
     }
 }
 
-/// Start loading the cells of the batch's ECS clients (see `Cells::prefetch_index`).
-fn prefetch_clients(snap: &crate::config::Snapshot, b: &Batch, n: usize) {
+/// Start loading the cells of the batch's ECS clients (see
+/// `Cells::prefetch_index`) and their buckets in the ranking cache.
+fn prefetch_clients(snap: &crate::config::Snapshot, b: &Batch, n: usize, scratch: &Scratch) {
     if n < 2 {
         return; // nothing to overlap with
     }
@@ -144,7 +145,12 @@ fn prefetch_clients(snap: &crate::config::Snapshot, b: &Batch, n: usize) {
     let cells = &snap.geo.cells;
     hints[..k].iter().for_each(|&x| cells.prefetch_index(x));
     hints[..k].iter().for_each(|&x| cells.prefetch_ranges(x));
-    hints[..k].iter().for_each(|&x| cells.prefetch_cell(x));
+    for &x in &hints[..k] {
+        let cell = cells.prefetch_cell(x);
+        if let Some(c) = &scratch.cache {
+            c.prefetch(cell);
+        }
+    }
 }
 
 fn worker(sock: UdpSocket, shared: Arc<Shared>) {
@@ -164,7 +170,7 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>) {
         }
         let snap = shared.snapshot.load();
         let quality = shared.quality.load();
-        prefetch_clients(&snap, &b, n as usize);
+        prefetch_clients(&snap, &b, n as usize, &scratch);
         let mut out = 0usize;
         for i in 0..n as usize {
             let len = b.in_msgs[i].msg_len as usize;

@@ -170,24 +170,30 @@ pub fn ecs_v4_hint(msg: &[u8]) -> Option<u32> {
     if msg.get(4..12)? != [0, 1, 0, 0, 0, 0, 0, 1] {
         return None;
     }
+    // The question name's labels up to the root label.
     let mut i = HEADER_LEN;
     while *msg.get(i)? != 0 {
         i += 1 + *msg.get(i)? as usize;
     }
-    // Root name, QTYPE, QCLASS; then the OPT: root name, TYPE 41, CLASS, TTL, RDLEN.
-    i += 5;
+    const ROOT_QTYPE_QCLASS: usize = 5;
+    const OPT_FIXED: usize = 11; // root name, TYPE, CLASS, TTL, RDLENGTH
+    i += ROOT_QTYPE_QCLASS;
     if *msg.get(i)? != 0 || u16_at(msg, i + 1)? != 41 {
         return None;
     }
-    i += 11;
-    // First option: ECS (8), FAMILY 1, SOURCE, SCOPE, address bytes.
+    i += OPT_FIXED;
+    // First option: CODE 8, LENGTH, FAMILY 1, SOURCE, SCOPE, address bytes.
     if u16_at(msg, i)? != 8 || u16_at(msg, i + 4)? != 1 {
         return None;
+    }
+    let source = (*msg.get(i + 6)?).min(32);
+    if source == 0 {
+        return None; // scheduled for the resolver's address
     }
     let n = (u16_at(msg, i + 2)? as usize).checked_sub(4)?.min(4);
     let mut a = [0u8; 4];
     a[..n].copy_from_slice(msg.get(i + 8..i + 8 + n)?);
-    Some(u32::from_be_bytes(a))
+    Some(u32::from_be_bytes(a) & u32::MAX << (32 - source as u32))
 }
 
 #[cfg(test)]
@@ -209,6 +215,10 @@ mod tests {
         assert_eq!(ecs_v4_hint(&query(&ecs24, 1)), Some(u32::from_be_bytes([115, 236, 1, 0])));
         let ecs32 = [0, 8, 0, 8, 0, 1, 32, 0, 1, 2, 3, 4];
         assert_eq!(ecs_v4_hint(&query(&ecs32, 1)), Some(0x0102_0304));
+        // Bits past the source prefix do not count; source 0 means the resolver.
+        let ecs20 = [0, 8, 0, 7, 0, 1, 20, 0, 115, 236, 0xFF];
+        assert_eq!(ecs_v4_hint(&query(&ecs20, 1)), Some(u32::from_be_bytes([115, 236, 0xF0, 0])));
+        assert_eq!(ecs_v4_hint(&query(&[0, 8, 0, 4, 0, 1, 0, 0], 1)), None);
         // IPv6 ECS, another option first, no OPT, a truncated packet: no hint.
         assert_eq!(ecs_v4_hint(&query(&[0, 8, 0, 6, 0, 2, 16, 0, 0x24, 0x0e], 1)), None);
         assert_eq!(ecs_v4_hint(&query(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8], 1)), None);

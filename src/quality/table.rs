@@ -36,7 +36,8 @@ impl Default for PopState {
 
 #[derive(Debug, Default)]
 pub struct Quality {
-    /// Bumped on every publish.
+    /// Bumped on every publish: unique per table. The query workers' ranking
+    /// caches key on it, so two different tables must never share one.
     pub generation: u64,
     /// The config generation whose POP ids index this table.
     pub config_generation: u64,

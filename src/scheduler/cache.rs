@@ -3,7 +3,10 @@
 //! and route-quality generations.
 //!
 //! Per worker, so it takes no lock; allocated once, so a query allocates
-//! nothing; direct-mapped, so a lookup is one slot. A new generation of either
+//! nothing; two ways per bucket and the bucket chosen by cell alone, so a
+//! lookup reads two cache lines that the UDP worker prefetched with the
+//! cell (`prefetch`), and the A and AAAA rankings of a cell (or two names'
+//! rankings) live side by side. A new generation of either
 //! snapshot empties it at once (by moving to a new epoch, not by clearing):
 //! a cached ranking never outlives the data it was computed from, which keeps
 //! cached answers byte for byte what `decide` computes.
@@ -17,11 +20,15 @@ use crate::zones::RankingClass;
 
 /// Slots per worker (a power of two): 64 Ki slots of 64 bytes, 4 MiB.
 pub const SLOTS: usize = 1 << 16;
+/// Slots per bucket.
+const WAYS: usize = 2;
 /// POP ids per worker for rankings with many near-equal POPs (2 MiB; its
 /// pages are touched only in inventories dense enough to need them).
 pub const ARENA: usize = 1 << 20;
 
+/// One cache line: aligned, so a slot never straddles two.
 #[derive(Clone, Copy)]
+#[repr(C, align(64))]
 struct Slot {
     key: u64,
     /// The epoch the ranking was computed in; 0 never matches.
@@ -35,8 +42,12 @@ pub struct RankCache {
     /// is fixed: a ranking that might not fit starts a new epoch first).
     arena: Vec<PopId>,
     epoch: u32,
+    /// log2 of the number of buckets.
+    bucket_bits: u32,
     /// (config generation, quality generation) of the current epoch.
-    seen: (u64, u64),
+    seen: Option<(u64, u64)>,
+    /// Epochs begun (tests and reports read it).
+    pub epochs: u64,
     pub hits: u64,
     pub misses: u64,
 }
@@ -48,22 +59,26 @@ impl Default for RankCache {
 }
 
 impl RankCache {
-    /// `slots` is rounded up to a power of two; `arena` is in POP ids.
+    /// `slots` is rounded up to a power of two (at least one bucket); `arena` is in POP ids.
     pub fn with_sizes(slots: usize, arena: usize) -> RankCache {
         let empty = Slot { key: 0, epoch: 0, ranking: Ranking::empty(None) };
+        let slots = slots.next_power_of_two().max(WAYS);
         RankCache {
-            slots: vec![empty; slots.next_power_of_two()].into_boxed_slice(),
+            slots: vec![empty; slots].into_boxed_slice(),
             arena: Vec::with_capacity(arena),
             epoch: 0,
-            seen: (u64::MAX, u64::MAX),
+            bucket_bits: (slots / WAYS).trailing_zeros(),
+            seen: None,
+            epochs: 0,
             hits: 0,
             misses: 0,
         }
     }
 
-    /// Start a new epoch when either snapshot changed.
+    /// Start a new epoch when either snapshot changed. The pair names the
+    /// data exactly: the writer never publishes two tables with one generation.
     fn sync(&mut self, snap: &Snapshot, quality: &Quality) {
-        let now = (snap.generation, quality.generation);
+        let now = Some((snap.generation, quality.generation));
         if now != self.seen {
             self.seen = now;
             self.flush();
@@ -72,6 +87,7 @@ impl RankCache {
 
     /// Forget every ranking: a new epoch, an empty arena.
     fn flush(&mut self) {
+        self.epochs += 1;
         self.epoch = self.epoch.wrapping_add(1);
         self.arena.clear();
         if self.epoch == 0 {
@@ -81,9 +97,19 @@ impl RankCache {
         }
     }
 
-    fn index(&self, key: u64) -> usize {
-        // Fibonacci hashing: neighbouring cells spread over the table.
-        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & (self.slots.len() - 1)
+    /// The first slot of the cell's bucket. Fibonacci hashing (the top bits
+    /// of the product): neighbouring cells spread over the table.
+    fn bucket(&self, cell: CellId) -> usize {
+        let h = (cell.0 as u64 | 1 << 32).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (h.checked_shr(64 - self.bucket_bits).unwrap_or(0) as usize) * WAYS
+    }
+
+    /// Start loading the cell's bucket (the UDP worker calls it for a whole
+    /// batch before answering, with the cells it prefetched).
+    pub fn prefetch(&self, cell: CellId) {
+        let b = self.bucket(cell);
+        crate::geo::cells::prefetch(&self.slots[b]);
+        crate::geo::cells::prefetch(&self.slots[b + 1]);
     }
 
     pub fn get(
@@ -96,13 +122,17 @@ impl RankCache {
     ) -> Option<Ranking> {
         self.sync(snap, quality);
         let key = key(cell, class, family);
-        let s = &self.slots[self.index(key)];
-        if s.epoch == self.epoch && s.key == key {
-            self.hits += 1;
-            Some(s.ranking)
-        } else {
-            self.misses += 1;
-            None
+        let b = self.bucket(cell);
+        let found = self.slots[b..b + WAYS].iter().find(|s| s.epoch == self.epoch && s.key == key);
+        match found {
+            Some(s) => {
+                self.hits += 1;
+                Some(s.ranking)
+            }
+            None => {
+                self.misses += 1;
+                None
+            }
         }
     }
 
@@ -122,14 +152,22 @@ impl RankCache {
     }
 
     /// Store a ranking computed from the snapshots last passed to `get`.
+    /// The newest goes first in its bucket; the older one moves to the
+    /// second way unless that way is the one being replaced.
     pub fn put(&mut self, cell: CellId, class: RankingClass, family: Family, ranking: Ranking) {
         let key = key(cell, class, family);
-        let i = self.index(key);
-        self.slots[i] = Slot { key, epoch: self.epoch, ranking };
+        let b = self.bucket(cell);
+        let first = self.slots[b];
+        if !(first.epoch == self.epoch && first.key == key) {
+            self.slots[b + 1] = first;
+        }
+        self.slots[b] = Slot { key, epoch: self.epoch, ranking };
     }
 }
 
 fn key(cell: CellId, class: RankingClass, family: Family) -> u64 {
+    // Classes are counted per snapshot, far below 2^31 (config rejects more).
+    debug_assert!(class.0 < 1 << 31);
     (cell.0 as u64) << 32 | (class.0 as u64) << 1 | u64::from(family == Family::V6)
 }
 
@@ -138,8 +176,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_slot_is_64_bytes() {
-        // One cache line per lookup: the table's size and speed rest on it.
+    fn a_slot_is_one_aligned_cache_line() {
+        // One line per way: the table's size and speed rest on it.
         assert_eq!(std::mem::size_of::<Slot>(), 64);
+        assert_eq!(std::mem::align_of::<Slot>(), 64);
     }
 }

@@ -4,10 +4,15 @@
 //! 1. filter (`filter.rs`): tier edge, coverage, address family, health, drain, load;
 //! 2. score (`score.rs`): measured route quality from the client's most specific
 //!    group with fresh data, else distance and ISP match; plus the load penalty;
-//! 3. pick (`pick.rs`): among POPs within `spread_ms` of the best, a stable
-//!    capacity-weighted choice by a hash of the client's network at the scope
-//!    the answer returns, so every address inside the scope gets the same answer;
-//! 4. fail open when nothing is left: relax load, health, drain, then coverage.
+//! 3. rank (`ranking.rs`): at the first level of the fail-open ladder where
+//!    anything passes (relax load, health, drain, then coverage), the POPs
+//!    within `spread_ms` of the best and the next ones by score; the same for
+//!    every client of a cell, so query workers cache it (`cache.rs`, the one
+//!    piece of state here: per worker, keyed by the snapshots' generations);
+//! 4. choose: among the near-equal POPs, a stable capacity-weighted choice by a
+//!    hash of the client's network at the scope the answer returns, so every
+//!    address inside the scope gets the same answer (`pick.rs` holds the draw,
+//!    and the direct pick for rankings too large to keep).
 
 mod cache;
 mod filter;
@@ -194,6 +199,7 @@ pub fn decide(
 /// `decide` for the query path: the ranking of the client's cell comes from
 /// the worker's cache when it holds one for these snapshots. Only for
 /// clients located through the cell table (the cache is keyed by cell).
+/// On a hit `cands` is left as it was: explain calls `decide`.
 pub fn decide_cached(
     snap: &Snapshot,
     quality: &Quality,
@@ -320,30 +326,118 @@ pub fn address_index(client: &Client) -> usize {
 pub(crate) mod tests {
     use super::*;
     use crate::config::Snapshot;
+    use crate::pops::Health;
 
-    /// Many near-equal POPs (a wide spread), an arena that holds two such
-    /// rankings and a table of 8 slots: spilling, flushing a full arena and
-    /// evicting slots must never change an answer.
-    #[test]
-    fn cached_decisions_match_through_spills_flushes_and_evictions() {
-        let mut snap = demo();
-        snap.scoring.spread_ms = 80.0;
-        let quality = Quality { config_generation: snap.generation, ..Default::default() };
-        let mut cache = RankCache::with_sizes(8, 2 * snap.pops.len());
+    /// The algorithm before rankings: score, then `pick` at the first level
+    /// of the ladder where anything passes, then any edge POP of the family.
+    fn decide_reference(
+        snap: &Snapshot,
+        quality: &Quality,
+        client: &Client,
+        name: &ScheduledName,
+        family: Family,
+    ) -> Decision {
         let mut cands = Vec::new();
-        let (mut x, mut spilled) = (7u32, 0);
-        for i in 0..3000u32 {
-            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(x & 0xFFFF_FF00));
-            let client = Client::from_ecs(&snap, ip, 24);
-            let name = snap.zones.sched(crate::zones::SchedId(i % snap.zones.scheduled.len() as u32)).clone();
-            let family = if i % 3 == 0 { Family::V6 } else { Family::V4 };
-            let want = decide(&snap, &quality, &client, &name, family, &mut cands);
-            let got = decide_cached(&snap, &quality, &client, &name, family, &mut cands, &mut cache);
-            assert_eq!(got, want, "{ip} {} {family:?}", name.fqdn);
-            spilled += usize::from(!cache.arena().is_empty());
+        let pops = name.pops.iter().copied();
+        score::evaluate(snap, quality, &client.info, name.coverage, pops, family, Detail::Full, &mut cands);
+        let hash = pick::client_hash(client.ip, client.scope);
+        let want = name.answers as usize;
+        for (level, fallback) in filter::LEVELS {
+            let d = pick::pick(snap, &cands, want, hash, |c| filter::passes(c, level), fallback);
+            if d.len > 0 {
+                return d;
+            }
         }
-        assert!(cache.hits > 100 && spilled > 100, "hits {} spilled {spilled}", cache.hits);
+        let all = (0..snap.pops.len()).map(|i| PopId(i as u16));
+        score::evaluate(
+            snap,
+            quality,
+            &client.info,
+            crate::pops::Coverage::Global,
+            all,
+            family,
+            Detail::Full,
+            &mut cands,
+        );
+        pick::pick(snap, &cands, want, hash, filter::any_edge_of_family, Some(Fallback::Coverage))
+    }
+
+    /// A random table: health, load and drain per POP, routes for some
+    /// groups. Every other one is harsh (most POPs down, drained or
+    /// overloaded), so the fail-open ladder is walked too.
+    fn random_quality(snap: &Snapshot, next: &mut impl FnMut(u64) -> u64, generation: u64) -> Quality {
+        use crate::quality::{GroupKey, PopState, Route};
+        let harsh = generation.is_multiple_of(2);
+        let pops = (0..snap.pops.len())
+            .map(|_| PopState {
+                health: match (harsh, next(16)) {
+                    (true, 0) | (false, 1..) => Health::Up,
+                    (true, _) => Health::Down,
+                    (false, 0) => Health::Unknown,
+                },
+                load: (next(3) > 0)
+                    .then(|| if harsh { 0.9 + next(10) as f64 / 100.0 } else { next(90) as f64 / 100.0 }),
+                drained: next(if harsh { 2 } else { 16 }) == 0,
+                last_report_ms: None,
+            })
+            .collect();
+        let mut routes = crate::quality::table::RouteRows::default();
+        for g in ["*", "continent:AS", "CN", "CN-ZJ/chinatelecom", "US"] {
+            if next(2) == 0 {
+                let row: Vec<Option<Route>> = (0..snap.pops.len())
+                    .map(|_| (next(3) == 0).then(|| Route { rtt_ms: next(200) as f64, loss: next(10) as f64 / 100.0 }))
+                    .collect();
+                routes.insert(GroupKey::parse(g, &snap.isps).unwrap(), row.into());
+            }
+        }
+        Quality { generation, config_generation: snap.generation, pops, routes }
+    }
+
+    /// `decide` and `decide_cached` against the reference, through random
+    /// tables, a wide spread (many near-equal POPs), an arena that holds two
+    /// such rankings and a table of 8 slots: spills, arena flushes and
+    /// evictions must never change an answer.
+    #[test]
+    fn decisions_match_the_reference_through_spills_flushes_and_evictions() {
+        // Two configs (two generations): every POP near-equal, and the usual spread.
+        let (mut wide, narrow) = (demo(), demo());
+        wide.scoring.spread_ms = 300.0;
+        let mut cache = RankCache::with_sizes(8, wide.pops.len() + 5);
+        let mut cands = Vec::new();
+        let mut x = 0x2545_F491u64;
+        let mut next = move |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let mut quality = random_quality(&wide, &mut next, 1);
+        let (mut fallbacks, mut spilled, mut seconds) = (0, 0, 0);
+        for i in 0..8000u64 {
+            let table = i / 500;
+            let snap = if table % 4 < 2 { &wide } else { &narrow };
+            if i % 500 == 0 {
+                quality = random_quality(snap, &mut next, table + 1);
+            }
+            let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(next(1 << 32) as u32 & 0xFFFF_FF00));
+            let client = Client::from_ecs(snap, ip, 24);
+            let name = snap.zones.sched(crate::zones::SchedId(next(snap.zones.scheduled.len() as u64) as u32));
+            let family = if next(3) == 0 { Family::V6 } else { Family::V4 };
+            let want = decide_reference(snap, &quality, &client, name, family);
+            assert_eq!(decide(snap, &quality, &client, name, family, &mut cands), want, "{ip} {}", name.fqdn);
+            let got = decide_cached(snap, &quality, &client, name, family, &mut cands, &mut cache);
+            assert_eq!(got, want, "cached: {ip} {} {family:?}", name.fqdn);
+            fallbacks += usize::from(want.fallback.is_some());
+            spilled += usize::from(!cache.arena().is_empty());
+            seconds += usize::from(want.pops().len() > 1);
+        }
+        // More epochs than the 16 tables: full arenas started the others.
+        assert!(cache.epochs > 24, "epochs {}", cache.epochs);
+        let hits = cache.hits;
+        assert!(
+            hits > 100 && spilled > 100 && fallbacks > 100 && seconds > 100,
+            "{hits} {spilled} {fallbacks} {seconds}"
+        );
     }
 
     /// The shipped configuration with its demo databases.

@@ -90,7 +90,8 @@ impl Ranking {
         r.near = near as u16;
         // The rest: the best MAX_ANSWERS by (score, POP).
         let mut rest = TopK::new(MAX_ANSWERS);
-        for c in cands.iter().filter(|c| ok(c) && c.score > near_limit) {
+        // Not `score > near_limit`: a NaN score is in pick's rest too.
+        for c in cands.iter().filter(|c| ok(c) && !is_near(c)) {
             rest.offer(c.score, c.pop);
         }
         for (_, p) in rest.items() {
@@ -106,6 +107,9 @@ impl Ranking {
     pub fn choose(&self, snap: &Snapshot, want: usize, hash: u64, arena: &[PopId]) -> Decision {
         let mut d = Decision { pops: [PopId(0); MAX_ANSWERS], len: 0, fallback: self.fallback };
         let want = want.min(MAX_ANSWERS);
+        if want == 0 {
+            return d;
+        }
         let near = if self.spill == NO_SPILL {
             &self.pops[..self.near as usize]
         } else {
