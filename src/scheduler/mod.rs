@@ -30,7 +30,7 @@ use crate::zones::ScheduledName;
 
 pub use cache::RankCache;
 pub use filter::Removal;
-pub use ranking::Ranking;
+use ranking::Ranking;
 
 use ranking::Ranked;
 use score::Detail;
