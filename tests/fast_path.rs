@@ -213,6 +213,38 @@ fn batched_udp_workers_send_what_answer_computes() {
     }
 }
 
+/// Bursts of ECS queries queue up at one worker, so its `recvmmsg` returns
+/// batches and the prefetch passes run over them: every reply must still be
+/// what `answer` computes for its query (and none may go missing).
+#[test]
+fn bursts_answered_in_batches_match_answer() {
+    let s = TestServer::start_with(&Setup { workers: 1, ..Setup::default() });
+    let snap = popdns::config::load(&s.config).unwrap();
+    let quality = Quality { config_generation: snap.generation, ..Default::default() };
+    let mut scratch = Scratch::default();
+    let mut out = vec![0u8; 65535];
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+    let (mut r, nets) = (Rng(0xB0057), demo_nets());
+    let mut buf = vec![0u8; 65535];
+    for burst in 0..10u16 {
+        let queries: Vec<Vec<u8>> = (0..40).map(|i| query(&mut r, burst * 40 + i, &nets)).collect();
+        for q in &queries {
+            sock.send_to(q, s.udp).unwrap();
+        }
+        let mut replies = std::collections::HashMap::new();
+        for _ in &queries {
+            let (n, _) = sock.recv_from(&mut buf).expect("a reply to every query of the burst");
+            replies.insert(u16::from_be_bytes([buf[0], buf[1]]), buf[..n].to_vec());
+        }
+        for (i, q) in queries.iter().enumerate() {
+            let want = answer(&snap, &quality, &mut scratch, q, "127.0.0.1".parse().unwrap(), Transport::Udp, &mut out)
+                .map(|(l, _)| out[..l].to_vec());
+            assert_eq!(replies.get(&(burst * 40 + i as u16)), want.as_ref(), "burst {burst} query {i}: {q:02x?}");
+        }
+    }
+}
+
 #[test]
 fn cells_and_records_agree_on_the_real_databases() {
     let Some((city, asn)) = real_geo() else { return };
