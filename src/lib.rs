@@ -26,3 +26,6 @@ pub mod quality;
 pub mod scheduler;
 pub mod server;
 pub mod zones;
+
+#[cfg(test)]
+mod testing;

@@ -514,13 +514,7 @@ mod tests {
     /// on and inside /64 boundaries.
     #[test]
     fn slash64_partitions_overlay_to_the_values_at_each_first_address() {
-        let mut x = 0x1234_5678u64;
-        let mut next = move |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % m
-        };
+        let mut next = crate::testing::xorshift(0x1234_5678);
         for _ in 0..300 {
             let mut ranges = || {
                 let mut r: Vec<(u128, u32)> = vec![(0, next(3) as u32)];
@@ -559,13 +553,7 @@ mod tests {
     /// partitions held in memory gives, on random partitions.
     #[test]
     fn streaming_overlay_equals_merge() {
-        let mut x = 0x9E37_79B9u64;
-        let mut next = move |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % m
-        };
+        let mut next = crate::testing::xorshift(0x9E37_79B9);
         for _ in 0..500 {
             let mut random_partition = || {
                 let mut p: Vec<(u64, u32)> = vec![(0, next(4) as u32)];

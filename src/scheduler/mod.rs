@@ -323,10 +323,11 @@ pub fn address_index(client: &Client) -> usize {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::config::Snapshot;
     use crate::pops::Health;
+    use crate::testing::demo;
 
     /// The algorithm before rankings: score, then `pick` at the first level
     /// of the ladder where anything passes, then any edge POP of the family.
@@ -404,13 +405,7 @@ pub(crate) mod tests {
         wide.scoring.spread_ms = 300.0;
         let mut cache = RankCache::with_sizes(8, wide.pops.len() + 5);
         let mut cands = Vec::new();
-        let mut x = 0x2545_F491u64;
-        let mut next = move |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % m
-        };
+        let mut next = crate::testing::xorshift(0x2545_F491);
         let mut quality = random_quality(&wide, &mut next, 1);
         let (mut fallbacks, mut spilled, mut seconds) = (0, 0, 0);
         for i in 0..8000u64 {
@@ -438,10 +433,5 @@ pub(crate) mod tests {
             hits > 100 && spilled > 100 && fallbacks > 100 && seconds > 100,
             "{hits} {spilled} {fallbacks} {seconds}"
         );
-    }
-
-    /// The shipped configuration with its demo databases.
-    pub fn demo() -> Snapshot {
-        crate::config::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/popdns.yaml"))).unwrap()
     }
 }

@@ -201,29 +201,23 @@ mod tests {
     /// candidate sets with ties, removals and every answer count.
     #[test]
     fn choose_agrees_with_pick() {
-        let snap = super::super::tests::demo();
+        let snap = crate::testing::demo();
         let n = snap.pops.len() as u64;
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::testing::xorshift(0x2545_F491_4F6C_DD1D);
         let (mut fits, mut too_many, mut empty) = (0, 0, 0);
         for r in 0..20_000 {
-            let k = 1 + next() % n;
+            let k = 1 + next(n);
             let mut pops: Vec<u16> = (0..n as u16).collect();
             let mut cands = Vec::new();
             for _ in 0..k {
-                let i = (next() % pops.len() as u64) as usize;
+                let i = next(pops.len() as u64) as usize;
                 // Scores on a coarse grid, so ties and exact spread limits
                 // occur; now and then all within the spread.
-                let score = (next() % if r % 8 == 0 { 2 } else { 40 }) as f64 * 2.5;
-                cands.push(cand(pops.swap_remove(i), score, !next().is_multiple_of(4)));
+                let score = next(if r % 8 == 0 { 2 } else { 40 }) as f64 * 2.5;
+                cands.push(cand(pops.swap_remove(i), score, next(4) != 0));
             }
             let ok = |c: &Candidate| c.removed_by.is_none();
-            let hash = next();
+            let hash = next(0);
             for want in 1..=MAX_ANSWERS {
                 let expected = pick(&snap, &cands, want, hash, ok, None);
                 match Ranking::of(&snap, &cands, ok, None, None) {
