@@ -14,6 +14,7 @@
 //! - [`http`]: health, explain (and later metrics, admin, DoH, JSON, 302) over HTTP
 //! - [`server`]: binds sockets, spawns workers, owns shutdown
 //! - [`hash`]: the fast hash of the maps queries read
+//! - [`pages`]: the large tables queries read, on huge pages
 
 pub mod config;
 pub mod dns;
@@ -21,6 +22,7 @@ pub mod explain;
 pub mod geo;
 pub mod hash;
 pub mod http;
+pub mod pages;
 pub mod pops;
 pub mod quality;
 pub mod scheduler;

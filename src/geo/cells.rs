@@ -21,6 +21,7 @@ use maxminddb::{Mmap, Reader, WithinOptions};
 
 use super::{IspMap, Location};
 use crate::hash::Fast;
+use crate::pages::HugeSlice;
 use crate::pops::IspId;
 
 /// Index of a cell in `Cells::cells`.
@@ -43,16 +44,16 @@ pub struct Hit {
 
 pub struct Cells {
     /// (first address, cell id) of each IPv4 range.
-    v4: Vec<(u32, u32)>,
+    v4: HugeSlice<(u32, u32)>,
     /// For each /20, the index of the range that holds its first address.
-    v4_index: Vec<u32>,
+    v4_index: HugeSlice<u32>,
     /// (first /64, cell id) of each IPv6 range: IPv6 is tabled at /64
     /// granularity (ECS sources stop at /56 by default; a database network
     /// longer than /64 counts as the one that holds its /64's first address).
-    v6: Vec<u64>,
+    v6: HugeSlice<u64>,
     /// Cell id of each IPv6 range (apart from `v6`: a (u64, u32) pair pads to 16 bytes).
-    v6_cells: Vec<u32>,
-    cells: Vec<Cell>,
+    v6_cells: HugeSlice<u32>,
+    cells: HugeSlice<Cell>,
     /// Distinct locations (for reports).
     locations: usize,
 }
@@ -103,21 +104,23 @@ impl Cells {
             let isp = partition(asn, family, &mut isp_value, Vec::new());
             partition(location, family, &mut loc_value, Overlay::new(&isp, &mut cell_of)).finish()
         };
-        let v4: Vec<(u32, u32)> = overlay(Family::V4).into_iter().map(|(s, c)| (s as u32, c)).collect();
-        let (v6, v6_cells): (Vec<u64>, Vec<u32>) = overlay(Family::V6).into_iter().unzip();
+        // Each table is written straight into its final place.
+        let v4 = HugeSlice::from_exact(overlay(Family::V4).into_iter().map(|(s, c)| (s as u32, c)));
+        let v4_index =
+            HugeSlice::from_exact((0..1u32 << 20).map(|hi| (v4.partition_point(|r| r.0 <= hi << 12) - 1) as u32));
+        let v6_runs = overlay(Family::V6);
+        let v6 = HugeSlice::from_exact(v6_runs.iter().map(|r| r.0));
+        let v6_cells = HugeSlice::from_exact(v6_runs.iter().map(|r| r.1));
+        drop(v6_runs);
         let mut pairs: Vec<(u32, u32)> = vec![(NONE, NONE); cells.ids.len()];
         for (k, id) in cells.ids {
             pairs[id as usize] = k;
         }
-        let cell_values = pairs
-            .into_iter()
-            .map(|(loc, isp)| Cell {
-                location: loc_values.get(loc as usize).copied().unwrap_or_default(),
-                isp: if isp == NONE { IspId::OTHER } else { IspId(isp as u8) },
-            })
-            .collect();
-        let v4_index = (0..1u32 << 20).map(|hi| (v4.partition_point(|r| r.0 <= hi << 12) - 1) as u32).collect();
-        Cells { v4, v4_index, v6, v6_cells, cells: cell_values, locations: loc_values.len() }
+        let cells = HugeSlice::from_exact(pairs.into_iter().map(|(loc, isp)| Cell {
+            location: loc_values.get(loc as usize).copied().unwrap_or_default(),
+            isp: if isp == NONE { IspId::OTHER } else { IspId(isp as u8) },
+        }));
+        Cells { v4, v4_index, v6, v6_cells, cells, locations: loc_values.len() }
     }
 
     pub fn cell(&self, id: CellId) -> Cell {

@@ -14,6 +14,7 @@
 use super::ranking::Ranking;
 use crate::config::Snapshot;
 use crate::geo::cells::CellId;
+use crate::pages::HugeSlice;
 use crate::pops::{Family, PopId};
 use crate::quality::Quality;
 use crate::zones::RankingClass;
@@ -37,7 +38,7 @@ struct Slot {
 }
 
 pub struct RankCache {
-    slots: Box<[Slot]>,
+    slots: HugeSlice<Slot>,
     /// The near-equal POPs of this epoch's spilled rankings (its capacity
     /// is fixed: a ranking that might not fit starts a new epoch first).
     arena: Vec<PopId>,
@@ -64,7 +65,7 @@ impl RankCache {
         let empty = Slot { key: 0, epoch: 0, ranking: Ranking::empty(None) };
         let slots = slots.next_power_of_two().max(WAYS);
         RankCache {
-            slots: vec![empty; slots].into_boxed_slice(),
+            slots: HugeSlice::filled(empty, slots),
             arena: Vec::with_capacity(arena),
             epoch: 0,
             bucket_bits: (slots / WAYS).trailing_zeros(),
