@@ -28,6 +28,8 @@ pub struct Stats {
     pub truncated: AtomicU64,
     /// Datagrams that got no answer (too short, or a response).
     pub dropped: AtomicU64,
+    /// Queries whose answer panicked (a bug): dropped, the worker goes on.
+    pub panics: AtomicU64,
 }
 
 impl Stats {
@@ -54,6 +56,20 @@ pub struct Shared {
     pub stopping: AtomicBool,
 }
 
+impl Shared {
+    /// The state of a server starting on `snapshot`, with no route-quality data yet.
+    pub fn new(snapshot: Snapshot) -> Shared {
+        let quality = Quality { config_generation: snapshot.generation, ..Default::default() };
+        Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            quality: ArcSwap::from_pointee(quality),
+            stats: Stats::default(),
+            feed_stats: writer::FeedStats::default(),
+            stopping: AtomicBool::new(false),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot bind {proto} {addr}: {source}")]
@@ -74,14 +90,7 @@ pub struct ServerHandle {
 /// Bind everything the snapshot's `listen` names and start serving. Must run
 /// inside a tokio runtime (TCP and the feed are tasks; UDP workers are threads).
 pub async fn start(snapshot: Snapshot) -> Result<ServerHandle, ServerError> {
-    let quality = Quality { config_generation: snapshot.generation, ..Default::default() };
-    let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(snapshot),
-        quality: ArcSwap::from_pointee(quality),
-        stats: Stats::default(),
-        feed_stats: writer::FeedStats::default(),
-        stopping: AtomicBool::new(false),
-    });
+    let shared = Arc::new(Shared::new(snapshot));
     let snap = shared.snapshot.load_full();
     let cancel = CancellationToken::new();
     let mut handle = ServerHandle {

@@ -153,6 +153,25 @@ fn prefetch_clients(snap: &crate::config::Snapshot, b: &Batch, n: usize, scratch
     }
 }
 
+/// Run one answer; should it panic (a bug: no input is meant to), count it,
+/// drop that query and start the worker's scratch afresh, so one bad packet
+/// costs one answer, not the worker and its share of the port (a dead
+/// SO_REUSEPORT socket would take its share of clients with it).
+fn contained<R>(shared: &Shared, scratch: &mut Scratch, f: impl FnOnce(&mut Scratch) -> Option<R>) -> Option<R> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(scratch))) {
+        Ok(r) => r,
+        Err(_) => {
+            let n = shared.stats.panics.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::error!(panics = n, "a query's answer panicked; it was dropped and the worker goes on");
+            }
+            // Its cache may hold a half-written slot: start a clean one.
+            *scratch = Scratch::worker();
+            None
+        }
+    }
+}
+
 fn worker(sock: UdpSocket, shared: Arc<Shared>) {
     let fd = sock.as_raw_fd();
     let out_len = (shared.snapshot.load().server.udp_payload as usize).max(512);
@@ -177,10 +196,11 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>) {
             let truncated = b.in_msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             let Some(peer) = peer_ip(&b.names[i]) else { continue };
             let slot = &mut b.outbuf[out * b.out_len..(out + 1) * b.out_len];
+            let query = &b.inbuf[i][..len];
             let reply = if truncated {
                 None
             } else {
-                answer(&snap, &quality, &mut scratch, &b.inbuf[i][..len], peer, Transport::Udp, slot)
+                contained(&shared, &mut scratch, |s| answer(&snap, &quality, s, query, peer, Transport::Udp, slot))
             };
             let Some((rlen, summary)) = reply else {
                 shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -207,5 +227,23 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>) {
             }
             sent += r as usize;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_answer_costs_that_answer_only() {
+        let snap = crate::testing::demo();
+        let shared = Shared::new(snap);
+        let mut scratch = Scratch::worker();
+        assert_eq!(contained(&shared, &mut scratch, |_| Some(7)), Some(7));
+        assert_eq!(contained::<u8>(&shared, &mut scratch, |_| panic!("a bug")), None);
+        assert_eq!(contained::<u8>(&shared, &mut scratch, |_| panic!("another")), None);
+        assert_eq!(shared.stats.panics.load(Ordering::Relaxed), 2);
+        // The worker goes on answering with its fresh scratch.
+        assert_eq!(contained(&shared, &mut scratch, |s| Some(s.cache.is_some())), Some(true));
     }
 }
