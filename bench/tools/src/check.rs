@@ -20,9 +20,10 @@ pub fn ask(sock: &UdpSocket, to: SocketAddr, id: u16, name: &str, ecs: Option<(I
             match sock.recv_from(&mut buf) {
                 Ok((n, from)) if from == to => {
                     if let Some(r) = wire::parse(&buf[..n])
-                        && r.id == id {
-                            return Some(r);
-                        }
+                        && r.id == id
+                    {
+                        return Some(r);
+                    }
                 }
                 Ok(_) => {}
                 Err(_) => break,
@@ -78,9 +79,10 @@ pub fn run(a: &Args) -> Result<(), String> {
             let r = ask(&sock, *addr, id, name, Some((Ipv4Addr::from(s.net), 24)));
             let first = r.as_ref().and_then(|r| r.ips.first()).map(|ip| ip.to_string());
             if let Some(r) = &r
-                && let Some(sc) = r.scope {
-                    scopes[i].push(sc);
-                }
+                && let Some(sc) = r.scope
+            {
+                scopes[i].push(sc);
+            }
             if let Some(f) = &first {
                 answered[i] += 1;
                 if near.contains(&f.as_str()) {
@@ -111,7 +113,15 @@ pub fn run(a: &Args) -> Result<(), String> {
         let mut sc = scopes[i].clone();
         sc.sort_unstable();
         let med = sc.get(sc.len() / 2).map(|x| format!("/{x}")).unwrap_or_else(|| "-".into());
-        let _ = writeln!(out, "{:<10} {:>9} {:>9} {:>9} {:>11}", nm, pct(answered[i]), pct(eq_near[i]), pct(eq_table[i]), med);
+        let _ = writeln!(
+            out,
+            "{:<10} {:>9} {:>9} {:>9} {:>11}",
+            nm,
+            pct(answered[i]),
+            pct(eq_near[i]),
+            pct(eq_table[i]),
+            med
+        );
     }
     let _ = writeln!(out, "pairwise same first answer:");
     let _ = write!(out, "{:<10}", "");
@@ -167,12 +177,18 @@ pub fn probe(a: &Args) -> Result<(), String> {
         while Instant::now() < until {
             if let Ok((n, _)) = sock.recv_from(&mut buf)
                 && let Some(r) = wire::parse(&buf[..n])
-                    && !r.ips.is_empty() {
-                        let ms = (now_ns().saturating_sub(t0)) as f64 / 1e6;
-                        let ips: Vec<String> = r.ips.iter().map(IpAddr::to_string).collect();
-                        println!("ttfa_ms={ms:.1} rcode={} answer={} scope={}", r.rcode, ips.join(","), r.scope.map(|s| s.to_string()).unwrap_or("-".into()));
-                        return Ok(());
-                    }
+                && !r.ips.is_empty()
+            {
+                let ms = (now_ns().saturating_sub(t0)) as f64 / 1e6;
+                let ips: Vec<String> = r.ips.iter().map(IpAddr::to_string).collect();
+                println!(
+                    "ttfa_ms={ms:.1} rcode={} answer={} scope={}",
+                    r.rcode,
+                    ips.join(","),
+                    r.scope.map(|s| s.to_string()).unwrap_or("-".into())
+                );
+                return Ok(());
+            }
         }
     }
     Err(format!("no answer from {to} within {timeout}s"))

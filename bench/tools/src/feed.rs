@@ -87,7 +87,8 @@ pub fn run(a: &Args) -> Result<(), String> {
         let _ = write!(body, "{{\"ts\":{ts},\"pops\":[");
         for (k, p) in pops.iter().enumerate() {
             let load = 0.1 + 0.6 * rng.f64();
-            let _ = write!(body, "{}{{\"id\":\"{}\",\"up\":true,\"load\":{load:.3}}}", if k > 0 { "," } else { "" }, p.id);
+            let _ =
+                write!(body, "{}{{\"id\":\"{}\",\"up\":true,\"load\":{load:.3}}}", if k > 0 { "," } else { "" }, p.id);
         }
         body.push_str("],\"routes\":[");
         for k in 0..routes {

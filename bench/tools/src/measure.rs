@@ -38,9 +38,10 @@ pub fn tree(root: u32) -> HashMap<u32, u64> {
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
             if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
-                && let Some((ppid, t)) = ticks_of(pid) {
-                    all.push((pid, ppid, t));
-                }
+                && let Some((ppid, t)) = ticks_of(pid)
+            {
+                all.push((pid, ppid, t));
+            }
         }
     }
     let mut out = HashMap::new();
@@ -108,8 +109,12 @@ pub struct Lat {
     pub n: usize,
     pub avg: f64,
     pub p50: f64,
+    pub p90: f64,
     pub p99: f64,
     pub max: f64,
+    /// Share of responses slower than 1 ms: the machine's stalls (a
+    /// neighbour, the hypervisor) show here, and they set p99 for every server.
+    pub over_1ms: f64,
 }
 
 /// Latencies (us) of dnsperf -v lines "> NOERROR binary input 0.000123"; the other lines.
@@ -118,10 +123,11 @@ pub fn split_verbose(text: &str) -> (Vec<f64>, String) {
     let mut other = String::new();
     for l in text.lines() {
         if let Some(rest) = l.strip_prefix("> ")
-            && let Some(x) = rest.rsplit(' ').next().and_then(|x| x.parse::<f64>().ok()) {
-                v.push(x * 1e6);
-                continue;
-            }
+            && let Some(x) = rest.rsplit(' ').next().and_then(|x| x.parse::<f64>().ok())
+        {
+            v.push(x * 1e6);
+            continue;
+        }
         other.push_str(l);
         other.push('\n');
     }
@@ -135,7 +141,16 @@ pub fn lat_of(mut v: Vec<f64>) -> Option<Lat> {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     let q = |p: f64| v[((n as f64 * p).ceil() as usize).clamp(1, n) - 1];
-    Some(Lat { n, avg: v.iter().sum::<f64>() / n as f64, p50: q(0.5), p99: q(0.99), max: v[n - 1] })
+    let over_1ms = v.iter().filter(|&&x| x > 1000.0).count() as f64 / n as f64;
+    Some(Lat {
+        n,
+        avg: v.iter().sum::<f64>() / n as f64,
+        p50: q(0.5),
+        p90: q(0.9),
+        p99: q(0.99),
+        max: v[n - 1],
+        over_1ms,
+    })
 }
 
 fn field(text: &str, key: &str) -> Option<f64> {
@@ -202,7 +217,11 @@ pub fn run(a: &Args) -> Result<(), String> {
             m.insert(k.into(), Value::String(v.into()));
         }
     }
-    let rcodes = keep.lines().find(|l| l.trim_start().starts_with("Response codes")).and_then(|l| l.split_once(':')).map(|x| x.1.trim().to_string());
+    let rcodes = keep
+        .lines()
+        .find(|l| l.trim_start().starts_with("Response codes"))
+        .and_then(|l| l.split_once(':'))
+        .map(|x| x.1.trim().to_string());
     let obj = json!({
         "exit": status.code(),
         "sent": field(&keep, "Queries sent"),
@@ -229,7 +248,9 @@ pub fn run(a: &Args) -> Result<(), String> {
         "lat_n": lat.as_ref().map(|l| l.n),
         "lat_avg_us": lat.as_ref().map(|l| l.avg),
         "lat_p50_us": lat.as_ref().map(|l| l.p50),
+        "lat_p90_us": lat.as_ref().map(|l| l.p90),
         "lat_p99_us": lat.as_ref().map(|l| l.p99),
+        "lat_over_1ms": lat.as_ref().map(|l| l.over_1ms),
         "lat_max_us": lat.as_ref().map(|l| l.max),
     });
     if let Value::Object(o) = obj {
@@ -259,7 +280,14 @@ pub fn run(a: &Args) -> Result<(), String> {
         rss as f64 / 1024.0
     );
     if let Some(l) = &lat {
-        let _ = write!(h, "  lat avg {:.0} p99 {:.0} us", l.avg, l.p99);
+        let _ = write!(
+            h,
+            "  lat avg {:.0} p90 {:.0} p99 {:.0} us, {:.2}% over 1 ms",
+            l.avg,
+            l.p90,
+            l.p99,
+            l.over_1ms * 100.0
+        );
     }
     if noisy {
         let _ = write!(h, "  NOISY");
@@ -275,7 +303,16 @@ pub fn lat_cmd(a: &Args) -> Result<(), String> {
     let text = read_file(a.req("file")?)?;
     let (v, _) = split_verbose(&text);
     match lat_of(v) {
-        Some(l) => println!("n={} avg={:.1}us p50={:.1}us p99={:.1}us max={:.1}us", l.n, l.avg, l.p50, l.p99, l.max),
+        Some(l) => println!(
+            "n={} avg={:.1}us p50={:.1}us p90={:.1}us p99={:.1}us max={:.1}us over_1ms={:.3}%",
+            l.n,
+            l.avg,
+            l.p50,
+            l.p90,
+            l.p99,
+            l.max,
+            l.over_1ms * 100.0
+        ),
         None => println!("no latency lines"),
     }
     Ok(())
@@ -304,7 +341,9 @@ pub fn quiet(a: &Args) -> Result<(), String> {
             return Ok(());
         }
         if start.elapsed().as_secs_f64() > timeout {
-            eprintln!("quiet: machine still busy after {timeout:.0}s: {busy:.2} cores busy, {steal:.2} steal (going on)");
+            eprintln!(
+                "quiet: machine still busy after {timeout:.0}s: {busy:.2} cores busy, {steal:.2} steal (going on)"
+            );
             return Ok(());
         }
     }

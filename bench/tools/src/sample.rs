@@ -149,7 +149,17 @@ pub fn run(a: &Args) -> Result<(), String> {
         if x.cc == "CN" {
             cn += 1;
         }
-        let _ = writeln!(s, "{}\t{}\t{}\t{:.4}\t{:.4}\t{}\t{}", Ipv4Addr::from(x.net), x.cc, x.sub, x.lat, x.lon, x.asn, x.kind);
+        let _ = writeln!(
+            s,
+            "{}\t{}\t{}\t{:.4}\t{:.4}\t{}\t{}",
+            Ipv4Addr::from(x.net),
+            x.cc,
+            x.sub,
+            x.lat,
+            x.lon,
+            x.asn,
+            x.kind
+        );
     }
     write_file(out, s.as_bytes())?;
     eprintln!(
@@ -220,6 +230,10 @@ pub fn workloads(a: &Args) -> Result<(), String> {
         frame(&mut w, &wire::query(0, s, wire::A, true, None));
     }
     write_file(&format!("{dir}/d.bin"), &w)?;
-    eprintln!("workloads: a, b (ECS {fixed}/24), c ({} ECS /24s), d ({} static names) -> {dir}", samples.len(), statics.len());
+    eprintln!(
+        "workloads: a, b (ECS {fixed}/24), c ({} ECS /24s), d ({} static names) -> {dir}",
+        samples.len(),
+        statics.len()
+    );
     Ok(())
 }
