@@ -3,7 +3,7 @@
 //! `start` returns a [`ServerHandle`] that knows the addresses it bound (tests
 //! bind port 0) and stops everything on `shutdown`. The query path reads
 //! `Shared::snapshot` and `Shared::quality`; each has exactly one writer
-//! (reload for the first, the quality writer task for the second).
+//! (reload for the first, the feed writer thread for the second).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -115,12 +115,11 @@ pub async fn start(snapshot: Snapshot) -> Result<ServerHandle, ServerError> {
         handle.tasks.push(tokio::spawn(dns::tcp::serve(tcp, shared.clone(), cancel.clone())));
     }
     if let Some(addr) = snap.listen.feed {
-        let (bound, tasks) = writer::start(addr, shared.clone(), cancel.clone())
-            .await
-            .map_err(|source| ServerError::Bind { proto: "feed", addr, source })?;
+        let (bound, thread) =
+            writer::start(addr, shared.clone()).map_err(|source| ServerError::Bind { proto: "feed", addr, source })?;
         info!(proto = %"feed", addr = %bound, "listening");
         handle.feed = Some(bound);
-        handle.tasks.extend(tasks);
+        handle.threads.push(thread);
     }
     if let Some(addr) = snap.listen.http {
         let bind_err = |source| ServerError::Bind { proto: "http", addr, source };
@@ -171,6 +170,7 @@ impl ServerHandle {
     /// Stop every task and worker and wait for them.
     pub async fn shutdown(self) {
         self.shared.stopping.store(true, Ordering::Relaxed);
+        writer::config_changed(&self.shared); // wakes the feed writer to see `stopping`
         self.cancel.cancel();
         for t in self.tasks {
             let _ = t.await;

@@ -4,7 +4,7 @@
 //! - `group.rs`: client groups (`CN-ZJ/chinatelecom`, `CN`, `continent:AS`, `*`)
 //! - `table.rs`: the immutable [`Quality`] snapshot the query path reads
 //! - `feed.rs`: datagram -> verified report (pure: no I/O, no clock reads)
-//! - `writer.rs`: the single writer task that applies reports and publishes snapshots
+//! - `writer.rs`: the single writer thread that applies reports and publishes snapshots
 
 pub mod feed;
 pub mod group;
