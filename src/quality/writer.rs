@@ -92,8 +92,8 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// socket and its wake-up pair; during the publish gap it watches only the
 /// wake-up pair, so the reports arriving meanwhile wait in the socket buffer
 /// instead of waking it one by one (as an event loop's edge-triggered
-/// readiness did: a wake-up per datagram, a tenth of a core at 1,000
-/// reports/s on the core the query workers use).
+/// readiness did: a wake-up per datagram, each one preempting the query
+/// worker that shares the core).
 fn run(sock: UdpSocket, wake: UnixDatagram, shared: Arc<Shared>) {
     let mut work = Work::default();
     let mut buf = vec![0u8; 65536];
