@@ -11,6 +11,8 @@
 //! The MAC is checked before the body is parsed.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+use std::borrow::Cow;
+
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -111,52 +113,61 @@ pub fn encode(reporter: &str, key: &[u8], body: &[u8]) -> Vec<u8> {
     d
 }
 
-/// A POP state report.
+/// A POP state report, borrowing the POP's name from the datagram. `P` is
+/// what the caller resolved the name to (a POP index in the writer).
 #[derive(Clone, Debug, PartialEq)]
-pub struct PopReport {
-    pub id: String,
+pub struct PopReport<'a, P> {
+    pub id: Cow<'a, str>,
+    pub pop: P,
     pub up: Option<bool>,
     pub load: Option<f64>,
 }
 
-/// A route measurement report.
+/// A route measurement report; `G` is what the group name resolved to.
 #[derive(Clone, Debug, PartialEq)]
-pub struct RouteReport {
-    pub pop: String,
-    pub group: String,
+pub struct RouteReport<'a, P, G> {
+    pub pop: Cow<'a, str>,
+    pub group: Cow<'a, str>,
+    pub pop_id: P,
+    pub group_key: G,
     pub rtt_ms: f64,
     pub loss: f64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct Report {
+pub struct Report<'a, P, G> {
     pub ts: u64,
-    pub pops: Vec<PopReport>,
-    pub routes: Vec<RouteReport>,
+    pub pops: Vec<PopReport<'a, P>>,
+    pub routes: Vec<RouteReport<'a, P, G>>,
 }
 
 /// A body's `ts`, and the report it holds or why it is `invalid`. The outer
 /// error is `malformed` (not UTF-8 JSON) or `invalid` with no usable `ts`;
 /// the inner one comes after `ts`, so the caller checks replay and skew first,
 /// in the contract's order.
-pub type Parsed = Result<(u64, Result<Report, Drop>), Drop>;
+pub type Parsed<'a, P, G> = Result<(u64, Result<Report<'a, P, G>, Drop>), Drop>;
 
 /// Parse and validate a body in one pass over the bytes (no JSON tree, no
-/// copy of it): types, ranges, and POPs and groups known to the current config.
-pub fn parse(body: &[u8], known_pop: impl Fn(&str) -> bool, known_group: impl Fn(&str) -> bool) -> Parsed {
-    use std::borrow::Cow;
+/// copy of it, names borrowed from it): types, ranges, and POPs and groups
+/// known to the current config, resolved once by `pop` and `group` so the
+/// writer does not look them up again.
+pub fn parse<'a, P: Copy, G: Copy>(
+    body: &'a [u8],
+    pop: impl Fn(&str) -> Option<P>,
+    group: impl Fn(&str) -> Option<G>,
+) -> Parsed<'a, P, G> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body<'a> {
         ts: u64,
         #[serde(default, borrow)]
-        pops: Vec<P<'a>>,
+        pops: Vec<Pb<'a>>,
         #[serde(default, borrow)]
-        routes: Vec<R<'a>>,
+        routes: Vec<Rb<'a>>,
     }
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    struct P<'a> {
+    struct Pb<'a> {
         #[serde(borrow)]
         id: Cow<'a, str>,
         up: Option<bool>,
@@ -164,7 +175,7 @@ pub fn parse(body: &[u8], known_pop: impl Fn(&str) -> bool, known_group: impl Fn
     }
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    struct R<'a> {
+    struct Rb<'a> {
         #[serde(borrow)]
         pop: Cow<'a, str>,
         #[serde(borrow)]
@@ -178,7 +189,7 @@ pub fn parse(body: &[u8], known_pop: impl Fn(&str) -> bool, known_group: impl Fn
         ts: u64,
     }
     let text = std::str::from_utf8(body).map_err(|_| Drop::Malformed)?;
-    let b: Body<'_> = match serde_json::from_str(text) {
+    let b: Body<'a> = match serde_json::from_str(text) {
         Ok(b) => b,
         Err(e) if e.is_data() => {
             // Valid JSON of the wrong shape: `invalid`, after replay and skew
@@ -192,30 +203,28 @@ pub fn parse(body: &[u8], known_pop: impl Fn(&str) -> bool, known_group: impl Fn
         Err(_) => return Err(Drop::Malformed),
     };
     let unit = |x: f64| (0.0..=1.0).contains(&x);
-    let valid_pops =
-        b.pops.iter().all(|p| known_pop(&p.id) && (p.up.is_some() || p.load.is_some()) && p.load.is_none_or(unit));
-    let valid_routes = b
+    let pops: Option<Vec<PopReport<'a, P>>> = b
+        .pops
+        .into_iter()
+        .map(|p| {
+            let ok = (p.up.is_some() || p.load.is_some()) && p.load.is_none_or(unit);
+            let id = pop(&p.id).filter(|_| ok)?;
+            Some(PopReport { id: p.id, pop: id, up: p.up, load: p.load })
+        })
+        .collect();
+    let routes: Option<Vec<RouteReport<'a, P, G>>> = b
         .routes
-        .iter()
-        .all(|r| known_pop(&r.pop) && known_group(&r.group) && unit(r.loss) && r.rtt_ms >= 0.0 && r.rtt_ms < 1e6);
-    if !(valid_pops && valid_routes) {
-        return Ok((b.ts, Err(Drop::Invalid)));
+        .into_iter()
+        .map(|r| {
+            let ok = unit(r.loss) && r.rtt_ms >= 0.0 && r.rtt_ms < 1e6;
+            let (pop_id, group_key) = (pop(&r.pop).filter(|_| ok)?, group(&r.group)?);
+            Some(RouteReport { pop: r.pop, group: r.group, pop_id, group_key, rtt_ms: r.rtt_ms, loss: r.loss })
+        })
+        .collect();
+    match (pops, routes) {
+        (Some(pops), Some(routes)) => Ok((b.ts, Ok(Report { ts: b.ts, pops, routes }))),
+        _ => Ok((b.ts, Err(Drop::Invalid))),
     }
-    let report = Report {
-        ts: b.ts,
-        pops: b.pops.into_iter().map(|p| PopReport { id: p.id.into_owned(), up: p.up, load: p.load }).collect(),
-        routes: b
-            .routes
-            .into_iter()
-            .map(|r| RouteReport {
-                pop: r.pop.into_owned(),
-                group: r.group.into_owned(),
-                rtt_ms: r.rtt_ms,
-                loss: r.loss,
-            })
-            .collect(),
-    };
-    Ok((b.ts, Ok(report)))
 }
 
 pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -253,14 +262,19 @@ mod tests {
 
     #[test]
     fn body_checks() {
-        let yes = |_: &str| true;
+        let yes = |_: &str| Some(());
         assert_eq!(parse(b"\xff", yes, yes), Err(Drop::Malformed));
         assert_eq!(parse(b"{", yes, yes), Err(Drop::Malformed));
         assert_eq!(parse(b"{}", yes, yes), Err(Drop::Invalid), "no ts");
         let v: &[u8] = br#"{"ts":5,"pops":[{"id":"a","up":true,"load":0.5}],"routes":[{"pop":"a","group":"*","rtt_ms":3,"loss":0}]}"#;
         assert_eq!(parse(v, yes, yes).unwrap().1.unwrap().pops[0].load, Some(0.5));
-        assert_eq!(parse(v, |_| false, yes), Ok((5, Err(Drop::Invalid))));
-        assert_eq!(parse(v, yes, |_| false), Ok((5, Err(Drop::Invalid))));
+        assert_eq!(parse(v, |_| None::<()>, yes), Ok((5, Err(Drop::Invalid))));
+        assert_eq!(parse(v, yes, |_| None::<()>), Ok((5, Err(Drop::Invalid))));
+        // Names are resolved once, in the order given, and kept beside the names.
+        let ids = |n: &str| Some(n.len());
+        let r = parse(v, ids, |g: &str| Some(g.len() + 100)).unwrap().1.unwrap();
+        assert_eq!((r.pops[0].pop, r.routes[0].pop_id, r.routes[0].group_key), (1, 1, 101));
+        assert!(matches!(r.pops[0].id, Cow::Borrowed("a")), "names are borrowed from the datagram");
         assert_eq!(parse(br#"{"ts":"5"}"#, yes, yes), Err(Drop::Invalid), "a ts that is not a number");
         for bad in [
             r#"{"ts":5,"pops":[{"id":"a","load":1.5}]}"#,

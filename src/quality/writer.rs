@@ -28,7 +28,7 @@ use super::feed::{self, Drop, Report};
 use super::table::RouteRows;
 use super::{GroupKey, PopState, Quality, Route};
 use crate::config::{FeedConfig, Quorum, Snapshot};
-use crate::pops::Health;
+use crate::pops::{Health, PopId};
 use crate::server::Shared;
 
 /// Feed counters (exported as `popdns_feed_reports_total` and
@@ -235,8 +235,7 @@ impl Work {
         if !feed::mac_ok(key, env.body, &env.mac) {
             return Err(Drop::BadMac);
         }
-        let (ts, report) =
-            feed::parse(env.body, |p| snap.pops.find(p).is_some(), |g| GroupKey::parse(g, &snap.isps).is_some())?;
+        let (ts, report) = feed::parse(env.body, |p| snap.pops.find(p), |g| GroupKey::parse(g, &snap.isps))?;
         let last = self.reporters.get(env.reporter).map_or(0, |r| r.last_ts);
         if ts <= last {
             return Err(Drop::Replay);
@@ -251,11 +250,11 @@ impl Work {
         }
         reporter.last_ts = ts;
         self.remap(snap);
-        self.apply(env.reporter, &report, snap, cfg, now);
+        self.apply(env.reporter, &report, cfg, now);
         Ok(())
     }
 
-    fn apply(&mut self, reporter: &str, r: &Report, snap: &Snapshot, cfg: &FeedConfig, now: Instant) {
+    fn apply(&mut self, reporter: &str, r: &Report<'_, PopId, GroupKey>, cfg: &FeedConfig, now: Instant) {
         if self.next_expiry.is_none() {
             self.next_expiry = Some(now + cfg.stale_after);
         }
@@ -287,13 +286,11 @@ impl Work {
         }
         for rt in &r.routes {
             self.touch_pop(&rt.pop, r.ts);
-            // Validated against this snapshot a moment ago.
-            let (Some(id), Some(g)) = (snap.pops.find(&rt.pop), GroupKey::parse(&rt.group, &snap.isps)) else {
-                continue;
-            };
+            // Resolved against this snapshot by the parse a moment ago.
+            let (id, g) = (rt.pop_id, rt.group_key);
             let route = self.routes.entry((id.0, g)).or_insert_with(|| RouteEntry {
-                pop: rt.pop.clone(),
-                group: rt.group.clone(),
+                pop: rt.pop.to_string(),
+                group: rt.group.to_string(),
                 by: Map::default(),
             });
             *entry(&mut route.by, reporter, || (0.0, 0.0, now)) = (rt.rtt_ms, rt.loss, now);
