@@ -261,7 +261,7 @@ impl Work {
         for p in &r.pops {
             self.touch_pop(&p.id, r.ts);
             let views = entry(&mut self.pops, &p.id, Map::default);
-            let fresh = |at: Option<Instant>| at.is_some_and(|t| now.duration_since(t) <= cfg.stale_after);
+            let fresh = |at: Option<Instant>| at.is_some_and(fresh_since(now, cfg.stale_after));
             let v = entry(views, reporter, || View { up: true, pending: 0, health_at: None, load: None });
             if let Some(up) = p.up {
                 if !fresh(v.health_at) {
@@ -329,7 +329,7 @@ impl Work {
     /// times per `stale_after` (and per 100 ms), so its cost stays off the
     /// per-report path.
     fn sweep(&mut self, stale: Duration, now: Instant) {
-        let fresh = |t: Instant| now.duration_since(t) <= stale;
+        let fresh = fresh_since(now, stale);
         let mut next: Option<Instant> = None;
         let mut note = |t: Instant| {
             let e = t + stale + Duration::from_millis(1);
@@ -387,7 +387,7 @@ impl Work {
         if self.sweep_at(stale).is_some_and(|t| t <= now) {
             self.sweep(stale, now);
         }
-        let fresh = |t: Instant| now.duration_since(t) <= stale;
+        let fresh = fresh_since(now, stale);
         let mut loads = Vec::new();
         for name in std::mem::take(&mut self.dirty_pops) {
             let Some(id) = snap.pops.find(&name) else { continue };
@@ -486,13 +486,24 @@ fn take_token(r: &mut Reporter, rate: u32, now: Instant) -> bool {
     }
 }
 
+/// Whether a datum received at `t` is still fresh at `now`: received at or
+/// after `now - stale` (one comparison; the writer asks it for every datum
+/// a publish reads).
+fn fresh_since(now: Instant, stale: Duration) -> impl Fn(Instant) -> bool + Copy {
+    let cutoff = now.checked_sub(stale);
+    move |t| cutoff.is_none_or(|c| t >= c)
+}
+
+/// The median, by selection (a publish takes two per route it recomputes).
 fn median(v: &mut [f64]) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
-    v.sort_by(f64::total_cmp);
     let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
+    let odd = v.len() % 2 == 1;
+    let (below, mid, _) = v.select_nth_unstable_by(m, f64::total_cmp);
+    let hi = *mid;
+    Some(if odd { hi } else { (below.iter().copied().max_by(f64::total_cmp).unwrap_or(hi) + hi) / 2.0 })
 }
 
 /// Logs drops without flooding: the first of each reason at once, then at
@@ -530,6 +541,29 @@ mod tests {
         assert_eq!(median(&mut []), None);
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&mut [4.0, 1.0]), Some(2.5));
+        // Against sorting, on random lengths and values (ties included).
+        let mut next = crate::testing::xorshift(9);
+        for _ in 0..2000 {
+            let n = 1 + next(24) as usize;
+            let mut v: Vec<f64> = (0..n).map(|_| next(7) as f64 * 0.5).collect();
+            let mut sorted = v.clone();
+            sorted.sort_by(f64::total_cmp);
+            let want = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
+            assert_eq!(median(&mut v), Some(want), "{sorted:?}");
+        }
+    }
+
+    #[test]
+    fn freshness_is_inclusive_of_the_stale_bound() {
+        let t0 = Instant::now();
+        let stale = Duration::from_secs(30);
+        let now = t0 + stale;
+        let fresh = fresh_since(now, stale);
+        assert!(fresh(t0), "exactly stale_after old is still fresh");
+        assert!(fresh(now) && fresh(now + Duration::from_secs(1)), "a datum from the future is fresh");
+        let older = t0.checked_sub(Duration::from_nanos(1)).expect("the clock is past its first nanosecond");
+        assert!(!fresh(older), "a nanosecond older is stale");
+        assert!(fresh_since(t0, Duration::MAX)(t0), "a bound before the clock's start keeps everything");
     }
 
     #[test]
