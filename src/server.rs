@@ -88,7 +88,7 @@ pub struct ServerHandle {
 }
 
 /// Bind everything the snapshot's `listen` names and start serving. Must run
-/// inside a tokio runtime (TCP and the feed are tasks; UDP workers are threads).
+/// inside a tokio runtime (TCP and HTTP are tasks; UDP workers and the feed writer are threads).
 pub async fn start(snapshot: Snapshot) -> Result<ServerHandle, ServerError> {
     let shared = Arc::new(Shared::new(snapshot));
     let snap = shared.snapshot.load_full();
