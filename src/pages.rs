@@ -41,11 +41,6 @@ unsafe impl<T: Copy + Send> Send for HugeSlice<T> {}
 unsafe impl<T: Copy + Sync> Sync for HugeSlice<T> {}
 
 impl<T: Copy> HugeSlice<T> {
-    /// A copy of `values`.
-    pub fn from_slice(values: &[T]) -> HugeSlice<T> {
-        Self::from_exact(values.iter().copied())
-    }
-
     /// `len` copies of `value`.
     pub fn filled(value: T, len: usize) -> HugeSlice<T> {
         Self::from_exact(std::iter::repeat_n(value, len))
@@ -158,7 +153,7 @@ mod tests {
 
     #[test]
     fn small_tables_stay_on_the_heap() {
-        let s = HugeSlice::from_slice(&[1u32, 2, 3]);
+        let s = HugeSlice::from_exact([1u32, 2, 3].into_iter());
         assert!(!s.is_mapped());
         assert_eq!(&*s, &[1, 2, 3]);
     }
@@ -166,7 +161,7 @@ mod tests {
     #[test]
     fn large_tables_are_mapped_aligned_and_hold_their_values() {
         let values: Vec<u64> = (0..(5 << 20) / 8 + 3).map(|i| i * 7 + 1).collect();
-        let s = HugeSlice::from_slice(&values);
+        let s = HugeSlice::from_exact(values.iter().copied());
         assert!(s.is_mapped(), "mmap refused on this machine");
         assert_eq!(s.as_ptr() as usize % HUGE, 0);
         assert_eq!(&*s, &values[..]);
