@@ -258,10 +258,11 @@ impl Work {
         if self.next_expiry.is_none() {
             self.next_expiry = Some(now + cfg.stale_after);
         }
+        let fresh_at = fresh_since(now, cfg.stale_after);
+        let fresh = |at: Option<Instant>| at.is_some_and(fresh_at);
         for p in &r.pops {
             self.touch_pop(&p.id, r.ts);
             let views = entry(&mut self.pops, &p.id, Map::default);
-            let fresh = |at: Option<Instant>| at.is_some_and(fresh_since(now, cfg.stale_after));
             let v = entry(views, reporter, || View { up: true, pending: 0, health_at: None, load: None });
             if let Some(up) = p.up {
                 if !fresh(v.health_at) {
