@@ -61,7 +61,7 @@ fn main() {
     let el = t.elapsed();
     let quality = &tables[0];
     if let Some(c) = &scratch.cache {
-        println!("ranking cache: {} hits, {} misses", c.hits, c.misses);
+        println!("ranking cache: {} hits, {} misses ({} of them shared by route rows)", c.hits, c.misses, c.row_hits);
     }
     if std::env::var_os("PARTS").is_some() {
         parts(&snap, quality, n / 4);

@@ -144,21 +144,46 @@ fn random_quality(snap: &Snapshot, r: &mut Rng, generation: u64) -> Quality {
         })
         .collect();
     let groups = ["*", "continent:AS", "CN", "CN-ZJ", "CN-ZJ/chinatelecom", "CN/chinaunicom", "US", "DE"];
+    // Every third table measures every POP for everyone (`*`), as a busy
+    // feed does: then rankings are shared by the cells whose groups select
+    // the same rows.
+    let full = generation % 3 == 0;
     let mut routes = popdns::quality::table::RouteRows::default();
     for g in groups {
-        if r.next().is_multiple_of(2) {
+        let all = full && g == "*";
+        if !all && r.next().is_multiple_of(2) {
             continue;
         }
         let row: Vec<Option<Route>> = (0..snap.pops.len())
             .map(|_| {
-                r.next()
-                    .is_multiple_of(3)
+                (all || r.next().is_multiple_of(3))
                     .then(|| Route { rtt_ms: (r.next() % 200) as f64, loss: (r.next() % 10) as f64 / 100.0 })
             })
             .collect();
         routes.insert(GroupKey::parse(g, &snap.isps).unwrap(), row.into());
     }
     Quality { generation, config_generation: snap.generation, pops, routes }
+}
+
+/// Every POP measured for `*`, every other one for `CN` and `CN/chinatelecom`.
+fn full_table(snap: &Snapshot) -> Quality {
+    let mut r = Rng(11);
+    let mut routes = popdns::quality::table::RouteRows::default();
+    for (g, every) in [("*", 1), ("CN", 2), ("CN/chinatelecom", 2)] {
+        let row: Vec<Option<Route>> = (0..snap.pops.len())
+            .map(|i| {
+                i.is_multiple_of(every)
+                    .then(|| Route { rtt_ms: (r.next() % 200) as f64, loss: (r.next() % 10) as f64 / 100.0 })
+            })
+            .collect();
+        routes.insert(GroupKey::parse(g, &snap.isps).unwrap(), row.into());
+    }
+    Quality {
+        generation: 1,
+        config_generation: snap.generation,
+        pops: vec![PopState::default(); snap.pops.len()],
+        routes,
+    }
 }
 
 /// One worker's cache lives through many route-quality tables and a config
@@ -194,6 +219,7 @@ fn cached_rankings_never_outlive_their_snapshots() {
     let cache = fast.cache.as_ref().unwrap();
     assert!(distinct.len() > 3, "the random tables changed the answer only {} times", distinct.len());
     assert!(cache.hits > 1000 && cache.misses > 500, "hits {} misses {}", cache.hits, cache.misses);
+    assert!(cache.row_hits > 100, "rankings shared by route rows: {}", cache.row_hits);
 }
 
 #[test]
@@ -282,6 +308,13 @@ fn cells_and_records_agree_on_the_real_databases() {
     let mut r = Rng(7);
     nets.extend((0..2000).map(|_| Ipv4Addr::from((r.next() as u32 % 0xDF00_0000 + 0x0100_0000) & 0xFFFF_FF00)));
     compare(&snap, &nets, 6000, 0xfeed);
+    // And under a table that measures every POP for everyone, some POPs for
+    // China and its carriers: rankings shared by route rows.
+    let quality = full_table(&snap);
+    let (mut fast, mut general) = (Scratch::worker(), Scratch::with_geo(GeoPath::Records));
+    compare_on(&snap, &quality, (&mut fast, &mut general), &nets, 6000, 0xbeef);
+    let row_hits = fast.cache.as_ref().unwrap().row_hits;
+    assert!(row_hits > 100, "rankings shared by route rows: {row_hits}");
     // The cell is the largest block of equal (location, ISP) around the
     // address, so it holds the intersection of the two records' networks:
     // its scope is never narrower than what the records vouch for together.

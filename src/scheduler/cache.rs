@@ -10,8 +10,16 @@
 //! snapshot empties it at once (by moving to a new epoch, not by clearing):
 //! a cached ranking never outlives the data it was computed from, which keeps
 //! cached answers byte for byte what `decide` computes.
+//!
+//! A second, smaller table holds the rankings that do not depend on the
+//! cell at all: those where every POP scored was measured (distance and ISP
+//! match only enter estimated scores), which are a function of the route
+//! rows the client's groups select (`RowsKey`). Under a busy feed every
+//! publish starts a new epoch; the cells then refill from this table, one
+//! entry per group set in use, instead of each scoring every POP again.
 
 use super::ranking::Ranking;
+use super::score::RowsKey;
 use crate::config::Snapshot;
 use crate::geo::cells::CellId;
 use crate::pages::HugeSlice;
@@ -26,6 +34,8 @@ const WAYS: usize = 2;
 /// POP ids per worker for rankings with many near-equal POPs (2 MiB; its
 /// pages are touched only in inventories dense enough to need them).
 pub const ARENA: usize = 1 << 20;
+/// Slots of the table keyed by route rows (a power of two; 512 KiB).
+pub const ROW_SLOTS: usize = 1 << 12;
 
 /// One cache line: aligned, so a slot never straddles two.
 #[derive(Clone, Copy)]
@@ -37,8 +47,21 @@ struct Slot {
     ranking: Ranking,
 }
 
+/// A ranking shared by every cell whose groups select these route rows.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct RowSlot {
+    rows: RowsKey,
+    class: RankingClass,
+    family: Family,
+    epoch: u32,
+    ranking: Ranking,
+}
+
 pub struct RankCache {
     slots: HugeSlice<Slot>,
+    /// Direct-mapped, by a hash of (rows, class, family).
+    by_rows: Box<[RowSlot]>,
     /// The near-equal POPs of this epoch's spilled rankings (its capacity
     /// is fixed: a ranking that might not fit starts a new epoch first).
     arena: Vec<PopId>,
@@ -51,6 +74,8 @@ pub struct RankCache {
     pub epochs: u64,
     pub hits: u64,
     pub misses: u64,
+    /// Misses answered from the table keyed by route rows.
+    pub row_hits: u64,
 }
 
 impl Default for RankCache {
@@ -64,8 +89,17 @@ impl RankCache {
     pub fn with_sizes(slots: usize, arena: usize) -> RankCache {
         let empty = Slot { key: 0, epoch: 0, ranking: Ranking::empty(None) };
         let slots = slots.next_power_of_two().max(WAYS);
+        let row_slot = RowSlot {
+            rows: RowsKey::default(),
+            class: RankingClass(0),
+            family: Family::V4,
+            epoch: 0,
+            ranking: empty.ranking,
+        };
+        let row_slots = (slots / 16).clamp(64, ROW_SLOTS);
         RankCache {
             slots: HugeSlice::filled(empty, slots),
+            by_rows: vec![row_slot; row_slots].into_boxed_slice(),
             arena: Vec::with_capacity(arena),
             epoch: 0,
             bucket_bits: (slots / WAYS).trailing_zeros(),
@@ -73,6 +107,7 @@ impl RankCache {
             epochs: 0,
             hits: 0,
             misses: 0,
+            row_hits: 0,
         }
     }
 
@@ -94,6 +129,7 @@ impl RankCache {
         if self.epoch == 0 {
             // After 2^32 epochs: forget every slot rather than trust an old one.
             self.slots.iter_mut().for_each(|s| s.epoch = 0);
+            self.by_rows.iter_mut().for_each(|s| s.epoch = 0);
             self.epoch = 1;
         }
     }
@@ -135,6 +171,30 @@ impl RankCache {
                 None
             }
         }
+    }
+
+    /// The ranking every client whose groups select `rows` gets, if one was
+    /// stored this epoch (`get` has synced the epoch for this query).
+    pub fn get_by_rows(&mut self, rows: &RowsKey, class: RankingClass, family: Family) -> Option<Ranking> {
+        let s = &self.by_rows[self.row_index(rows, class, family)];
+        let found = s.epoch == self.epoch && s.rows == *rows && s.class == class && s.family == family;
+        self.row_hits += u64::from(found);
+        found.then_some(s.ranking)
+    }
+
+    /// Store a ranking in which every POP scored was measured (so the cell
+    /// did not enter it), computed from the snapshots last passed to `get`.
+    pub fn put_by_rows(&mut self, rows: RowsKey, class: RankingClass, family: Family, ranking: Ranking) {
+        let i = self.row_index(&rows, class, family);
+        self.by_rows[i] = RowSlot { rows, class, family, epoch: self.epoch, ranking };
+    }
+
+    fn row_index(&self, rows: &RowsKey, class: RankingClass, family: Family) -> usize {
+        let mut h = (class.0 as u64) << 1 | u64::from(family == Family::V6);
+        for r in rows.0 {
+            h = (h ^ r as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(23);
+        }
+        (h as usize) & (self.by_rows.len() - 1)
     }
 
     /// The arena the current epoch's rankings spill into.
@@ -181,5 +241,6 @@ mod tests {
         // One line per way: the table's size and speed rest on it.
         assert_eq!(std::mem::size_of::<Slot>(), 64);
         assert_eq!(std::mem::align_of::<Slot>(), 64);
+        assert_eq!(std::mem::size_of::<RowSlot>(), 128);
     }
 }

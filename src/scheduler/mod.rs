@@ -33,7 +33,7 @@ pub use filter::Removal;
 use ranking::Ranking;
 
 use ranking::Ranked;
-use score::Detail;
+use score::{Detail, Rows};
 
 /// Most addresses one answer carries.
 pub const MAX_ANSWERS: usize = 8;
@@ -231,22 +231,35 @@ fn decide_with(
     let hash = pick::client_hash(client.ip, client.scope);
     let want = name.answers as usize;
     let (cell, class) = (client.info.cell, name.ranking);
+    if let Cache::On(c) = &mut cache
+        && let Some(r) = c.get(snap, quality, cell, class, family)
+    {
+        return r.choose(snap, want, hash, c.arena());
+    }
+    let rows = Rows::of(snap, quality, &client.info);
     let mode = match &mut cache {
         Cache::Off => Mode::Explain,
-        Cache::On(c) => match c.get(snap, quality, cell, class, family) {
-            Some(r) => return r.choose(snap, want, hash, c.arena()),
+        Cache::On(c) => match c.get_by_rows(&rows.key(), class, family) {
+            Some(r) => {
+                c.put(cell, class, family, r);
+                return r.choose(snap, want, hash, c.arena());
+            }
             // Room for any ranking: at most every POP is near-equal.
             None => Mode::Query(c.arena_with_room(snap.pops.len())),
         },
     };
-    let ranking = match rank(snap, quality, &client.info, name, family, cands, mode) {
-        (Ranked::Fits(r), _) => r,
-        (Ranked::Empty, stage) => Ranking::empty(stage.fallback()),
-        (Ranked::TooMany, stage) => return pick::pick(snap, cands, want, hash, |c| stage.admits(c), stage.fallback()),
+    let (ranked, stage, measured) = rank(snap, quality, &client.info, &rows, name, family, cands, mode);
+    let ranking = match ranked {
+        Ranked::Fits(r) => r,
+        Ranked::Empty => Ranking::empty(stage.fallback()),
+        Ranked::TooMany => return pick::pick(snap, cands, want, hash, |c| stage.admits(c), stage.fallback()),
     };
     match cache {
         Cache::On(c) => {
             c.put(cell, class, family, ranking);
+            if measured {
+                c.put_by_rows(rows.key(), class, family, ranking);
+            }
             ranking.choose(snap, want, hash, c.arena())
         }
         Cache::Off => ranking.choose(snap, want, hash, &[]),
@@ -287,33 +300,44 @@ enum Mode<'a> {
 }
 
 /// Score the name's POPs for a client of this cell and rank those that pass
-/// at the first level of the fail-open ladder where any does.
+/// at the first level of the fail-open ladder where any does. The flag says
+/// whether every POP scored was measured: then the cell entered the ranking
+/// only through the route rows its groups select.
+#[allow(clippy::too_many_arguments)]
 fn rank(
     snap: &Snapshot,
     quality: &Quality,
     info: &ClientInfo,
+    rows: &Rows<'_>,
     name: &ScheduledName,
     family: Family,
     cands: &mut Vec<Candidate>,
     mode: Mode<'_>,
-) -> (Ranked, Stage) {
+) -> (Ranked, Stage, bool) {
     let (detail, mut arena) = match mode {
         Mode::Explain => (Detail::Full, None),
         Mode::Query(a) => (Detail::Score, Some(a)),
     };
-    score::evaluate(snap, quality, info, name.coverage, name.pops.iter().copied(), family, detail, cands);
+    let pops = name.pops.iter().copied();
+    score::evaluate(snap, quality, info, rows, name.coverage, pops, family, detail, cands);
+    let mut measured = all_measured(cands);
     for i in 0..filter::LEVELS.len() {
         let stage = Stage::Level(i);
         match Ranking::of(snap, cands, |c| stage.admits(c), stage.fallback(), arena.as_deref_mut()) {
             Ranked::Empty => continue,
-            r => return (r, stage),
+            r => return (r, stage, measured),
         }
     }
     // Nothing in coverage: any edge POP of the family, wherever it is.
     let all = (0..snap.pops.len()).map(|i| PopId(i as u16));
-    score::evaluate(snap, quality, info, crate::pops::Coverage::Global, all, family, detail, cands);
+    score::evaluate(snap, quality, info, rows, crate::pops::Coverage::Global, all, family, detail, cands);
+    measured &= all_measured(cands);
     let stage = Stage::AnyEdge;
-    (Ranking::of(snap, cands, |c| stage.admits(c), stage.fallback(), arena), stage)
+    (Ranking::of(snap, cands, |c| stage.admits(c), stage.fallback(), arena), stage, measured)
+}
+
+fn all_measured(cands: &[Candidate]) -> bool {
+    cands.iter().all(|c| !c.estimated)
 }
 
 /// Which of a POP's addresses a client gets: the same stable hash at the
@@ -340,7 +364,8 @@ mod tests {
     ) -> Decision {
         let mut cands = Vec::new();
         let pops = name.pops.iter().copied();
-        score::evaluate(snap, quality, &client.info, name.coverage, pops, family, Detail::Full, &mut cands);
+        let rows = Rows::of(snap, quality, &client.info);
+        score::evaluate(snap, quality, &client.info, &rows, name.coverage, pops, family, Detail::Full, &mut cands);
         let hash = pick::client_hash(client.ip, client.scope);
         let want = name.answers as usize;
         for (level, fallback) in filter::LEVELS {
@@ -354,6 +379,7 @@ mod tests {
             snap,
             quality,
             &client.info,
+            &rows,
             crate::pops::Coverage::Global,
             all,
             family,
@@ -382,11 +408,17 @@ mod tests {
                 last_report_ms: None,
             })
             .collect();
+        // Every third table measures every POP for everyone (`*`): then
+        // rankings no longer depend on the cell, only on the rows chosen.
+        let full = generation % 3 == 1;
         let mut routes = crate::quality::table::RouteRows::default();
         for g in ["*", "continent:AS", "CN", "CN-ZJ/chinatelecom", "US"] {
-            if next(2) == 0 {
+            let all = full && g == "*";
+            if all || next(2) == 0 {
                 let row: Vec<Option<Route>> = (0..snap.pops.len())
-                    .map(|_| (next(3) == 0).then(|| Route { rtt_ms: next(200) as f64, loss: next(10) as f64 / 100.0 }))
+                    .map(|_| {
+                        (all || next(3) == 0).then(|| Route { rtt_ms: next(200) as f64, loss: next(10) as f64 / 100.0 })
+                    })
                     .collect();
                 routes.insert(GroupKey::parse(g, &snap.isps).unwrap(), row.into());
             }
@@ -394,10 +426,27 @@ mod tests {
         Quality { generation, config_generation: snap.generation, pops, routes }
     }
 
+    /// /16s in the demo location database: China's regions and carriers,
+    /// Japan, Hong Kong, Europe, the US.
+    const KNOWN: [[u8; 2]; 12] = [
+        [115, 236],
+        [118, 113],
+        [123, 114],
+        [58, 246],
+        [120, 205],
+        [221, 130],
+        [36, 134],
+        [203, 198],
+        [126, 1],
+        [2, 16],
+        [3, 0],
+        [8, 8],
+    ];
+
     /// `decide` and `decide_cached` against the reference, through random
     /// tables, a wide spread (many near-equal POPs), an arena that holds two
-    /// such rankings and a table of 8 slots: spills, arena flushes and
-    /// evictions must never change an answer.
+    /// such rankings and a table of 8 slots: spills, arena flushes, evictions
+    /// and rankings shared by route rows must never change an answer.
     #[test]
     fn decisions_match_the_reference_through_spills_flushes_and_evictions() {
         // Two configs (two generations): every POP near-equal, and the usual spread.
@@ -414,7 +463,15 @@ mod tests {
             if i % 500 == 0 {
                 quality = random_quality(snap, &mut next, table + 1);
             }
-            let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(next(1 << 32) as u32 & 0xFFFF_FF00));
+            // Half inside the demo database's networks (groups, rows), half anywhere.
+            let ip = match next(2) {
+                0 => std::net::Ipv4Addr::from(next(1 << 32) as u32 & 0xFFFF_FF00),
+                _ => {
+                    let [a, b] = KNOWN[next(KNOWN.len() as u64) as usize];
+                    std::net::Ipv4Addr::new(a, b, next(256) as u8, 0)
+                }
+            };
+            let ip = std::net::IpAddr::from(ip);
             let client = Client::from_ecs(snap, ip, 24);
             let name = snap.zones.sched(crate::zones::SchedId(next(snap.zones.scheduled.len() as u64) as u32));
             let family = if next(3) == 0 { Family::V6 } else { Family::V4 };
@@ -428,10 +485,10 @@ mod tests {
         }
         // More epochs than the 16 tables: full arenas started the others.
         assert!(cache.epochs > 24, "epochs {}", cache.epochs);
-        let hits = cache.hits;
+        let (hits, row_hits) = (cache.hits, cache.row_hits);
         assert!(
-            hits > 100 && spilled > 100 && fallbacks > 100 && seconds > 100,
-            "{hits} {spilled} {fallbacks} {seconds}"
+            hits > 100 && row_hits > 100 && spilled > 100 && fallbacks > 100 && seconds > 100,
+            "{hits} {row_hits} {spilled} {fallbacks} {seconds}"
         );
     }
 }

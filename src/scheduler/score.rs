@@ -10,7 +10,7 @@ use super::{Candidate, filter::Removal};
 use crate::config::Snapshot;
 use crate::geo::ClientInfo;
 use crate::pops::{Coverage, Family, Health, PopId, Tier};
-use crate::quality::{Quality, group};
+use crate::quality::{GroupKey, Quality, Route, group};
 
 /// How much of a candidate to fill in.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -22,12 +22,61 @@ pub enum Detail {
     Score,
 }
 
+/// The route rows that apply to a client: for each of its groups, most
+/// specific first, the table's row (looked up once per decision, not per POP).
+/// A POP's measurement is the first of these rows that has one.
+pub struct Rows<'q> {
+    groups: [GroupKey; 6],
+    rows: [Option<&'q [Option<Route>]>; 6],
+    n: usize,
+}
+
+/// Which rows a client's measurements come from: the addresses of its groups'
+/// rows that exist, in order (zero beyond). Two clients with the same key get
+/// the same measurement for every POP. Rows live as long as their table, and
+/// a table is never shared by two generations, so within one generation an
+/// address names one row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RowsKey(pub [usize; 6]);
+
+impl<'q> Rows<'q> {
+    /// No rows when the table was built for another config generation: its
+    /// POP indices would not be this config's.
+    pub fn of(snap: &Snapshot, quality: &'q Quality, client: &ClientInfo) -> Rows<'q> {
+        let (groups, n) = group::client_groups(client);
+        let mut rows = [None; 6];
+        if quality.config_generation == snap.generation && !quality.routes.is_empty() {
+            for (row, g) in rows.iter_mut().zip(&groups[..n]) {
+                *row = quality.routes.get(g).map(|r| &r[..]);
+            }
+        }
+        Rows { groups, rows, n }
+    }
+
+    pub fn key(&self) -> RowsKey {
+        let mut k = RowsKey::default();
+        for (slot, row) in k.0.iter_mut().zip(self.rows.iter().flatten()) {
+            *slot = row.as_ptr() as usize;
+        }
+        k
+    }
+
+    /// The measurement for POP `id` and the group it is from.
+    fn measured(&self, id: PopId) -> Option<(Route, GroupKey)> {
+        self.rows[..self.n]
+            .iter()
+            .zip(&self.groups)
+            .find_map(|(row, g)| row.and_then(|r| r.get(id.0 as usize).copied().flatten()).map(|r| (r, *g)))
+    }
+}
+
 /// Fill `out` with one scored candidate per POP of `pops`.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     snap: &Snapshot,
     quality: &Quality,
     client: &ClientInfo,
+    rows: &Rows<'_>,
     coverage: Coverage,
     pops: impl Iterator<Item = PopId>,
     family: Family,
@@ -36,14 +85,6 @@ pub fn evaluate(
 ) {
     out.clear();
     let s = &snap.scoring;
-    let (groups, ngroups) = group::client_groups(client);
-    // Per group, the table's row (looked up once per query, not per POP).
-    let mut rows: [Option<&[Option<crate::quality::Route>]>; 6] = [None; 6];
-    if !quality.routes.is_empty() {
-        for (row, g) in rows.iter_mut().zip(&groups[..ngroups]) {
-            *row = quality.routes.get(g).map(|r| &r[..]);
-        }
-    }
     let current = quality.config_generation == snap.generation;
     let client_unit = client.location.coords.map(|c| c.unit());
     for id in pops {
@@ -57,14 +98,7 @@ pub fn evaluate(
         let load = state.load.unwrap_or(0.0);
         let overloaded = load >= s.overload;
         let isp_match = pop.isp.is_none_or(|i| i == client.isp);
-        let measured = if current {
-            rows[..ngroups]
-                .iter()
-                .zip(&groups)
-                .find_map(|(row, g)| row.and_then(|r| r.get(id.0 as usize).copied().flatten()).map(|r| (r, *g)))
-        } else {
-            None
-        };
+        let measured = rows.measured(id);
         let distance_km = match (measured, detail) {
             (Some(_), Detail::Score) => None,
             _ => client_unit.map(|u| u.distance_km(&pop.unit)),
