@@ -147,7 +147,7 @@ fn random_quality(snap: &Snapshot, r: &mut Rng, generation: u64) -> Quality {
     // Every third table measures every POP for everyone (`*`), as a busy
     // feed does: then rankings are shared by the cells whose groups select
     // the same rows.
-    let full = generation % 3 == 0;
+    let full = generation.is_multiple_of(3);
     let mut routes = popdns::quality::table::RouteRows::default();
     for g in groups {
         let all = full && g == "*";
