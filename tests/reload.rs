@@ -48,7 +48,8 @@ fn route_data_follows_its_pop_across_a_reload_that_reorders_pops() {
     let key = feed::decode_hex(TEST_REPORTERS[0].1).unwrap();
     let body = format!(
         r#"{{"ts": {}, "routes": [{{"pop": "de-fra-1", "group": "CN-ZJ/chinatelecom", "rtt_ms": 1, "loss": 0}},
-        {{"pop": "cn-zj-ct-1", "group": "CN-ZJ/chinatelecom", "rtt_ms": 50, "loss": 0}}]}}"#,
+        {{"pop": "cn-zj-ct-1", "group": "CN-ZJ/chinatelecom", "rtt_ms": 50, "loss": 0}}],
+        "pops": [{{"id": "cn-sh-cu-1", "up": false}}]}}"#,
         feed::now_ms()
     );
     UdpSocket::bind("127.0.0.1:0")
@@ -61,6 +62,9 @@ fn route_data_follows_its_pop_across_a_reload_that_reorders_pops() {
         std::thread::yield_now();
     }
     assert_eq!(ask(s.udp, WWW, "115.236.1.0/24"), ["203.0.113.10"]);
+    // Shanghai Unicom's own POP is down: its clients go elsewhere.
+    let shanghai = ask(s.udp, WWW, "58.246.1.0/24");
+    assert!(!shanghai.is_empty() && !shanghai.contains(&"192.0.2.21".to_string()), "{shanghai:?}");
 
     // Reverse the POP list: every index moves. The writer maps its data again.
     let mut lines: Vec<&str> = shipped.lines().filter(|l| l.starts_with("- ")).collect();
@@ -73,6 +77,7 @@ fn route_data_follows_its_pop_across_a_reload_that_reorders_pops() {
         std::thread::yield_now();
     }
     assert_eq!(ask(s.udp, WWW, "115.236.1.0/24"), ["203.0.113.10"], "still de-fra-1, at its new index");
+    assert_eq!(ask(s.udp, WWW, "58.246.1.0/24"), shanghai, "cn-sh-cu-1 still down, at its new index");
 }
 
 #[test]

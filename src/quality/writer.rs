@@ -13,7 +13,6 @@
 //! Route data is keyed by the current snapshot's POP index and group, and
 //! keeps the names it was reported under so a reload can map it again.
 
-use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
@@ -166,6 +165,7 @@ struct View {
     load: Option<(f64, Instant)>,
 }
 
+/// A reporter's replay and rate state.
 #[derive(Debug, Default)]
 struct Reporter {
     last_ts: u64,
@@ -173,45 +173,66 @@ struct Reporter {
     refilled: Option<Instant>,
 }
 
+/// Index of a reporter in `Work::reporters`, given when its first report
+/// is accepted; it never moves (reporters are few: the configured keys).
+type ReporterIx = u32;
+
 /// One reporter's latest route measurement: rtt_ms, loss, when received.
 type Measured = (f64, f64, Instant);
 
-/// Everything reported on one (POP, group), by reporter, with the names it
-/// was reported under (to map it again after a reload).
+/// Everything reported on one POP of the keyed snapshot.
+#[derive(Debug, Default)]
+struct PopWork {
+    /// By reporter index.
+    views: Vec<Option<View>>,
+    /// Unix ms of its newest accepted report.
+    last_report_ms: Option<u64>,
+    /// Listed in `Work::dirty_pops`.
+    dirty: bool,
+}
+
+/// Everything reported on one (POP, group), with the names it was reported
+/// under (to map it again after a reload).
 #[derive(Debug)]
 struct RouteEntry {
     pop: String,
     group: String,
-    by: Map<String, Measured>,
+    /// One measurement per reporter (a handful: a short list beats a map).
+    by: Vec<(ReporterIx, Measured)>,
+    /// Listed in `Work::dirty_routes`.
+    dirty: bool,
 }
 
 /// The writer's maps: keyed by names from authenticated reports only, so the
 /// fast unkeyed hash is safe (SipHash was a tenth of the writer's time).
 type Map<K, V> = hashbrown::HashMap<K, V, crate::hash::Fast>;
-type Set<K> = HashSet<K, crate::hash::Fast>;
 
-/// The writer's working copy. Route data is keyed by the current snapshot's
-/// POP index and group; a publish rebuilds only the rows a report touched
-/// (`dirty`), so its cost follows the report, not the size of the table.
+/// The writer's working copy, keyed by the current snapshot's POP indices
+/// and by reporter indices: a report costs one name lookup (its reporter)
+/// and array reads, not a string-keyed map lookup per POP it names (which,
+/// cache-cold after every sleep, were most of the writer's time). A publish
+/// rebuilds only the POPs and rows a report touched (`dirty_*`), so its cost
+/// follows the reports, not the size of the table.
 #[derive(Default)]
 struct Work {
-    reporters: Map<String, Reporter>,
-    /// pop id -> reporter -> view
-    pops: Map<String, Map<String, View>>,
+    reporter_ids: Map<String, ReporterIx>,
+    reporters: Vec<Reporter>,
+    /// Indexed by the keyed snapshot's `PopId`.
+    pops: Vec<PopWork>,
+    /// The keyed snapshot's POP names, to map `pops` again after a reload.
+    pop_names: Vec<String>,
     routes: Map<(u16, GroupKey), RouteEntry>,
     /// The POP states and rows of the last publish (rows shared with it).
     states: Vec<PopState>,
     rows: RouteRows,
     /// What changed since the last publish: only that is recomputed.
-    dirty_pops: Set<String>,
-    dirty_routes: Set<(u16, GroupKey)>,
-    /// pop id -> unix ms of its newest accepted report
-    last_report_ms: Map<String, u64>,
+    dirty_pops: Vec<u16>,
+    dirty_routes: Vec<(u16, GroupKey)>,
     /// When the oldest fresh datum expires (the next sweep).
     next_expiry: Option<Instant>,
     last_sweep: Option<Instant>,
-    /// The config generation the keys above were resolved against.
-    config_generation: u64,
+    /// The config generation the indices above were resolved against.
+    config_generation: Option<u64>,
     generation: u64,
 }
 
@@ -236,7 +257,8 @@ impl Work {
             return Err(Drop::BadMac);
         }
         let (ts, report) = feed::parse(env.body, |p| snap.pops.find(p), |g| GroupKey::parse(g, &snap.isps))?;
-        let last = self.reporters.get(env.reporter).map_or(0, |r| r.last_ts);
+        let known = self.reporter_ids.get(env.reporter).copied();
+        let last = known.map_or(0, |i| self.reporters[i as usize].last_ts);
         if ts <= last {
             return Err(Drop::Replay);
         }
@@ -244,26 +266,34 @@ impl Work {
             return Err(Drop::Skew);
         }
         let report = report?;
-        let reporter = self.reporters.entry(env.reporter.to_string()).or_default();
+        let ix = match known {
+            Some(i) => i,
+            None => {
+                let i = self.reporters.len() as ReporterIx;
+                self.reporters.push(Reporter::default());
+                self.reporter_ids.insert(env.reporter.to_string(), i);
+                i
+            }
+        };
+        let reporter = &mut self.reporters[ix as usize];
         if !take_token(reporter, cfg.max_reports_per_second, now) {
             return Err(Drop::Rate);
         }
         reporter.last_ts = ts;
         self.remap(snap);
-        self.apply(env.reporter, &report, cfg, now);
+        self.apply(ix, &report, cfg, now);
         Ok(())
     }
 
-    fn apply(&mut self, reporter: &str, r: &Report<'_, PopId, GroupKey>, cfg: &FeedConfig, now: Instant) {
+    /// Apply a report resolved against the keyed snapshot (`remap` ran).
+    fn apply(&mut self, reporter: ReporterIx, r: &Report<'_, PopId, GroupKey>, cfg: &FeedConfig, now: Instant) {
         if self.next_expiry.is_none() {
             self.next_expiry = Some(now + cfg.stale_after);
         }
         let fresh_at = fresh_since(now, cfg.stale_after);
         let fresh = |at: Option<Instant>| at.is_some_and(fresh_at);
         for p in &r.pops {
-            self.touch_pop(&p.id, r.ts);
-            let views = entry(&mut self.pops, &p.id, Map::default);
-            let v = entry(views, reporter, || View { up: true, pending: 0, health_at: None, load: None });
+            let Some(v) = self.touch_pop(p.pop, r.ts).map(|w| view(w, reporter)) else { continue };
             if let Some(up) = p.up {
                 if !fresh(v.health_at) {
                     // A reporter's first (fresh) report on a POP sets its view at once.
@@ -286,44 +316,64 @@ impl Work {
             }
         }
         for rt in &r.routes {
-            self.touch_pop(&rt.pop, r.ts);
-            // Resolved against this snapshot by the parse a moment ago.
-            let (id, g) = (rt.pop_id, rt.group_key);
-            let route = self.routes.entry((id.0, g)).or_insert_with(|| RouteEntry {
+            self.touch_pop(rt.pop_id, r.ts);
+            let key = (rt.pop_id.0, rt.group_key);
+            let route = self.routes.entry(key).or_insert_with(|| RouteEntry {
                 pop: rt.pop.to_string(),
                 group: rt.group.to_string(),
-                by: Map::default(),
+                by: Vec::new(),
+                dirty: false,
             });
-            *entry(&mut route.by, reporter, || (0.0, 0.0, now)) = (rt.rtt_ms, rt.loss, now);
-            self.dirty_routes.insert((id.0, g));
+            let m = (rt.rtt_ms, rt.loss, now);
+            match route.by.iter_mut().find(|(i, _)| *i == reporter) {
+                Some((_, old)) => *old = m,
+                None => route.by.push((reporter, m)),
+            }
+            if !route.dirty {
+                route.dirty = true;
+                self.dirty_routes.push(key);
+            }
         }
     }
 
     /// A report on POP `id` arrived: note its time, recompute it at the next publish.
-    fn touch_pop(&mut self, id: &str, ts: u64) {
-        *entry(&mut self.last_report_ms, id, || ts) = ts;
-        if !self.dirty_pops.contains(id) {
-            self.dirty_pops.insert(id.to_string());
+    fn touch_pop(&mut self, id: PopId, ts: u64) -> Option<&mut PopWork> {
+        let w = self.pops.get_mut(id.0 as usize)?;
+        w.last_report_ms = Some(ts);
+        if !w.dirty {
+            w.dirty = true;
+            self.dirty_pops.push(id.0);
         }
+        Some(w)
     }
 
-    /// After a reload POP indices and ISP ids may have moved: resolve the
-    /// route keys again from the names they were reported under.
+    /// After a reload POP indices and ISP ids may have moved: map everything
+    /// again from the names it was reported under, and recompute it all.
     fn remap(&mut self, snap: &Snapshot) {
-        if self.config_generation == snap.generation {
+        if self.config_generation == Some(snap.generation) {
             return;
         }
-        self.config_generation = snap.generation;
+        self.config_generation = Some(snap.generation);
+        let mut pops: Vec<PopWork> = (0..snap.pops.len()).map(|_| PopWork::default()).collect();
+        for (name, w) in self.pop_names.iter().zip(std::mem::take(&mut self.pops)) {
+            if let Some(slot) = snap.pops.find(name).and_then(|id| pops.get_mut(id.0 as usize)) {
+                *slot = w;
+            }
+        }
+        pops.iter_mut().for_each(|w| w.dirty = true);
+        self.dirty_pops = (0..pops.len() as u16).collect();
+        self.pops = pops;
+        self.pop_names = snap.pops.list.iter().map(|p| p.id.clone()).collect();
         let old = std::mem::take(&mut self.routes);
-        for (_, e) in old {
+        for (_, mut e) in old {
             if let (Some(id), Some(g)) = (snap.pops.find(&e.pop), GroupKey::parse(&e.group, &snap.isps)) {
+                e.dirty = true;
                 self.routes.insert((id.0, g), e);
             }
         }
+        self.dirty_routes = self.routes.keys().copied().collect();
         self.rows.clear();
         self.states = vec![PopState::default(); snap.pops.len()];
-        self.dirty_routes = self.routes.keys().copied().collect();
-        self.dirty_pops = snap.pops.list.iter().map(|p| p.id.clone()).collect();
     }
 
     /// Forget what expired. Runs when the oldest datum expires, at most ten
@@ -336,30 +386,31 @@ impl Work {
             let e = t + stale + Duration::from_millis(1);
             next = Some(next.map_or(e, |n: Instant| n.min(e)));
         };
-        for (pop, views) in self.pops.iter_mut() {
-            for v in views.values_mut() {
-                if v.health_at.is_some_and(|t| !fresh(t)) || v.load.is_some_and(|(_, t)| !fresh(t)) {
-                    self.dirty_pops.insert(pop.clone());
-                }
+        for (i, w) in self.pops.iter_mut().enumerate() {
+            let mut expired = false;
+            for slot in w.views.iter_mut() {
+                let Some(v) = slot else { continue };
+                expired |= v.health_at.is_some_and(|t| !fresh(t)) || v.load.is_some_and(|(_, t)| !fresh(t));
                 v.health_at = v.health_at.filter(|t| fresh(*t));
                 v.load = v.load.filter(|(_, t)| fresh(*t));
-                if let Some(t) = v.health_at {
-                    note(t);
-                }
-                if let Some((_, t)) = v.load {
-                    note(t);
+                v.health_at.into_iter().chain(v.load.map(|(_, t)| t)).for_each(&mut note);
+                if v.health_at.is_none() && v.load.is_none() {
+                    *slot = None;
                 }
             }
-            views.retain(|_, v| v.health_at.is_some() || v.load.is_some());
+            if expired && !w.dirty {
+                w.dirty = true;
+                self.dirty_pops.push(i as u16);
+            }
         }
-        self.pops.retain(|_, v| !v.is_empty());
         for (key, e) in self.routes.iter_mut() {
             let before = e.by.len();
-            e.by.retain(|_, m| fresh(m.2));
-            if e.by.len() != before {
-                self.dirty_routes.insert(*key);
+            e.by.retain(|(_, m)| fresh(m.2));
+            if e.by.len() != before && !e.dirty {
+                e.dirty = true;
+                self.dirty_routes.push(*key);
             }
-            e.by.values().for_each(|m| note(m.2));
+            e.by.iter().for_each(|(_, m)| note(m.2));
         }
         self.routes.retain(|_, e| !e.by.is_empty());
         self.next_expiry = next;
@@ -390,36 +441,35 @@ impl Work {
         }
         let fresh = fresh_since(now, stale);
         let mut loads = Vec::new();
-        for name in std::mem::take(&mut self.dirty_pops) {
-            let Some(id) = snap.pops.find(&name) else { continue };
-            let mut st = PopState { last_report_ms: self.last_report_ms.get(&name).copied(), ..Default::default() };
-            if let Some(views) = self.pops.get(&name) {
-                let (mut seen, mut down) = (0u32, 0u32);
-                loads.clear();
-                for v in views.values() {
-                    if v.health_at.is_some_and(fresh) {
-                        seen += 1;
-                        down += u32::from(!v.up);
-                    }
-                    if let Some((l, _)) = v.load.filter(|(_, t)| fresh(*t)) {
-                        loads.push(l);
-                    }
+        for id in std::mem::take(&mut self.dirty_pops) {
+            let Some(w) = self.pops.get_mut(id as usize) else { continue };
+            w.dirty = false;
+            let (mut seen, mut down) = (0u32, 0u32);
+            loads.clear();
+            for v in w.views.iter().flatten() {
+                if v.health_at.is_some_and(fresh) {
+                    seen += 1;
+                    down += u32::from(!v.up);
                 }
-                st.health = match (seen, quorum) {
-                    (0, _) => Health::Unknown,
-                    (n, Quorum::Majority) if down * 2 > n => Health::Down,
-                    (_, Quorum::Count(k)) if down >= k => Health::Down,
-                    _ => Health::Up,
-                };
-                st.load = median(&mut loads);
+                if let Some((l, _)) = v.load.filter(|(_, t)| fresh(*t)) {
+                    loads.push(l);
+                }
             }
-            if let Some(slot) = self.states.get_mut(id.0 as usize) {
+            let health = match (seen, quorum) {
+                (0, _) => Health::Unknown,
+                (n, Quorum::Majority) if down * 2 > n => Health::Down,
+                (_, Quorum::Count(k)) if down >= k => Health::Down,
+                _ => Health::Up,
+            };
+            let st = PopState { health, load: median(&mut loads), drained: false, last_report_ms: w.last_report_ms };
+            if let Some(slot) = self.states.get_mut(id as usize) {
                 *slot = st;
             }
         }
         // Changed cells, grouped by row: each touched row is copied once.
-        let mut touched: Vec<(u16, GroupKey)> = std::mem::take(&mut self.dirty_routes).into_iter().collect();
+        let mut touched = std::mem::take(&mut self.dirty_routes);
         touched.sort_unstable_by_key(|(i, g)| (crate::hash::key_of(g), *i));
+        touched.dedup();
         let (mut rtts, mut losses) = (Vec::new(), Vec::new());
         let mut k = 0;
         while k < touched.len() {
@@ -427,16 +477,18 @@ impl Work {
             let mut row: Vec<Option<Route>> =
                 self.rows.get(&g).map_or_else(|| vec![None; snap.pops.len()], |r| r.to_vec());
             while k < touched.len() && touched[k].1 == g {
-                let i = touched[k].0 as usize;
+                let i = touched[k].0;
                 k += 1;
                 rtts.clear();
                 losses.clear();
-                for m in self.routes.get(&(i as u16, g)).into_iter().flat_map(|e| e.by.values()).filter(|m| fresh(m.2))
-                {
-                    rtts.push(m.0);
-                    losses.push(m.1);
+                if let Some(e) = self.routes.get_mut(&(i, g)) {
+                    e.dirty = false;
+                    for (_, m) in e.by.iter().filter(|(_, m)| fresh(m.2)) {
+                        rtts.push(m.0);
+                        losses.push(m.1);
+                    }
                 }
-                if let Some(cell) = row.get_mut(i) {
+                if let Some(cell) = row.get_mut(i as usize) {
                     *cell = match (median(&mut rtts), median(&mut losses)) {
                         (Some(rtt_ms), Some(loss)) => Some(Route { rtt_ms, loss }),
                         _ => None,
@@ -449,6 +501,8 @@ impl Work {
                 self.rows.insert(g, row.into());
             }
         }
+        self.dirty_routes = touched;
+        self.dirty_routes.clear();
         self.generation += 1;
         shared.quality.store(Arc::new(Quality {
             generation: self.generation,
@@ -460,10 +514,13 @@ impl Work {
     }
 }
 
-/// The value under `key`, inserted by `make` when absent. The key is copied
-/// into a `String` only then: most reports name POPs and reporters already known.
-fn entry<'m, V>(map: &'m mut Map<String, V>, key: &str, make: impl FnOnce() -> V) -> &'m mut V {
-    map.entry_ref(key).or_insert_with(make)
+/// A reporter's view of a POP, made when it first reports on it.
+fn view(w: &mut PopWork, reporter: ReporterIx) -> &mut View {
+    let i = reporter as usize;
+    if w.views.len() <= i {
+        w.views.resize(i + 1, None);
+    }
+    w.views[i].get_or_insert(View { up: true, pending: 0, health_at: None, load: None })
 }
 
 /// Token bucket per reporter: `rate` reports per second, bursts up to `rate`.
