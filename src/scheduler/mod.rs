@@ -336,8 +336,15 @@ fn rank(
     (Ranking::of(snap, cands, |c| stage.admits(c), stage.fallback(), arena), stage, measured)
 }
 
+/// Whether every candidate whose score can enter a ranking was measured.
+/// A POP of another tier, outside the coverage or without an address of
+/// the family never passes a level of the ladder (and the last resort scores
+/// every POP again, coverage aside), so its estimate cannot matter: a name
+/// on `pops: all` with regional POPs the probes do not measure still shares.
 fn all_measured(cands: &[Candidate]) -> bool {
-    cands.iter().all(|c| !c.estimated)
+    cands
+        .iter()
+        .all(|c| !c.estimated || matches!(c.removed_by, Some(Removal::Tier | Removal::Coverage | Removal::Family)))
 }
 
 /// Which of a POP's addresses a client gets: the same stable hash at the
@@ -410,20 +417,60 @@ mod tests {
             .collect();
         // Every third table measures every POP for everyone (`*`): then
         // rankings no longer depend on the cell, only on the rows chosen.
+        // Every other one of those leaves the regional POPs unmeasured, as
+        // probes that measure only the edge do.
         let full = generation % 3 == 1;
+        let edge_only = generation % 2 == 0;
         let mut routes = crate::quality::table::RouteRows::default();
         for g in ["*", "continent:AS", "CN", "CN-ZJ/chinatelecom", "US"] {
             let all = full && g == "*";
             if all || next(2) == 0 {
                 let row: Vec<Option<Route>> = (0..snap.pops.len())
-                    .map(|_| {
-                        (all || next(3) == 0).then(|| Route { rtt_ms: next(200) as f64, loss: next(10) as f64 / 100.0 })
+                    .map(|i| {
+                        let edge = snap.pops.get(PopId(i as u16)).tier == crate::pops::Tier::Edge;
+                        let measured = if all { edge || !edge_only } else { next(3) == 0 };
+                        measured.then(|| Route { rtt_ms: next(200) as f64, loss: next(10) as f64 / 100.0 })
                     })
                     .collect();
                 routes.insert(GroupKey::parse(g, &snap.isps).unwrap(), row.into());
             }
         }
         Quality { generation, config_generation: snap.generation, pops, routes }
+    }
+
+    /// Probes measure the edge only: a name on `pops: all` (regional POPs
+    /// too) still gets rankings shared by route rows, and they are right.
+    #[test]
+    fn unmeasured_regional_pops_do_not_stop_sharing() {
+        use crate::quality::{PopState, Route};
+        let snap = demo();
+        let pops = snap.pops.len();
+        let row: Vec<Option<Route>> = (0..pops)
+            .map(|i| {
+                let edge = snap.pops.get(PopId(i as u16)).tier == crate::pops::Tier::Edge;
+                edge.then(|| Route { rtt_ms: 10.0 + i as f64 * 7.0, loss: 0.0 })
+            })
+            .collect();
+        assert!(row.iter().any(Option::is_none), "the demo inventory has regional POPs");
+        let mut routes = crate::quality::table::RouteRows::default();
+        routes.insert(GroupKey::Any, row.into());
+        let quality = Quality {
+            generation: 1,
+            config_generation: snap.generation,
+            pops: vec![PopState::default(); pops],
+            routes,
+        };
+        let name = snap.zones.scheduled.iter().find(|n| n.pops.len() == pops).expect("a name on every POP");
+        let mut cache = RankCache::with_sizes(64, pops);
+        let mut cands = Vec::new();
+        // Two US cells (Virginia, California) whose groups select the same row: `*`.
+        for ip in ["3.0.1.0", "8.8.8.0"] {
+            let client = Client::from_ecs(&snap, ip.parse().unwrap(), 24);
+            let want = decide(&snap, &quality, &client, name, Family::V4, &mut cands);
+            let got = decide_cached(&snap, &quality, &client, name, Family::V4, &mut cands, &mut cache);
+            assert_eq!(got, want, "{ip}");
+        }
+        assert_eq!((cache.misses, cache.row_hits), (2, 1), "the second cell took the first one's ranking");
     }
 
     /// /16s in the demo location database: China's regions and carriers,
