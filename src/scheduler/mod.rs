@@ -420,7 +420,7 @@ mod tests {
         // Every other one of those leaves the regional POPs unmeasured, as
         // probes that measure only the edge do.
         let full = generation % 3 == 1;
-        let edge_only = generation % 2 == 0;
+        let edge_only = generation.is_multiple_of(2);
         let mut routes = crate::quality::table::RouteRows::default();
         for g in ["*", "continent:AS", "CN", "CN-ZJ/chinatelecom", "US"] {
             let all = full && g == "*";
@@ -448,7 +448,7 @@ mod tests {
         let row: Vec<Option<Route>> = (0..pops)
             .map(|i| {
                 let edge = snap.pops.get(PopId(i as u16)).tier == crate::pops::Tier::Edge;
-                edge.then(|| Route { rtt_ms: 10.0 + i as f64 * 7.0, loss: 0.0 })
+                edge.then_some(Route { rtt_ms: 10.0 + i as f64 * 7.0, loss: 0.0 })
             })
             .collect();
         assert!(row.iter().any(Option::is_none), "the demo inventory has regional POPs");
