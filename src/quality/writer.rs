@@ -361,7 +361,7 @@ impl Work {
             }
         }
         pops.iter_mut().for_each(|w| w.dirty = true);
-        self.dirty_pops = (0..pops.len() as u16).collect();
+        self.dirty_pops = (0..pops.len()).map(|i| i as u16).collect();
         self.pops = pops;
         self.pop_names = snap.pops.list.iter().map(|p| p.id.clone()).collect();
         let old = std::mem::take(&mut self.routes);

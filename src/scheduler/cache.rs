@@ -12,9 +12,9 @@
 //! cached answers byte for byte what `decide` computes.
 //!
 //! A second, smaller table holds the rankings that do not depend on the
-//! cell at all: those where every POP scored was measured (distance and ISP
-//! match only enter estimated scores), which are a function of the route
-//! rows the client's groups select (`RowsKey`). Under a busy feed every
+//! cell at all: those where every POP whose score can matter was measured
+//! (distance and ISP match only enter estimated scores), which are a
+//! function of the route rows the client's groups select (`RowsKey`). Under a busy feed every
 //! publish starts a new epoch; the cells then refill from this table, one
 //! entry per group set in use, instead of each scoring every POP again.
 
@@ -182,8 +182,9 @@ impl RankCache {
         found.then_some(s.ranking)
     }
 
-    /// Store a ranking in which every POP scored was measured (so the cell
-    /// did not enter it), computed from the snapshots last passed to `get`.
+    /// Store a ranking in which every POP whose score can matter was
+    /// measured (so the cell did not enter it), computed from the snapshots
+    /// last passed to `get`.
     pub fn put_by_rows(&mut self, rows: RowsKey, class: RankingClass, family: Family, ranking: Ranking) {
         let i = self.row_index(&rows, class, family);
         self.by_rows[i] = RowSlot { rows, class, family, epoch: self.epoch, ranking };

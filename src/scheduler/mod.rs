@@ -301,8 +301,9 @@ enum Mode<'a> {
 
 /// Score the name's POPs for a client of this cell and rank those that pass
 /// at the first level of the fail-open ladder where any does. The flag says
-/// whether every POP scored was measured: then the cell entered the ranking
-/// only through the route rows its groups select.
+/// whether every POP whose score can matter was measured (`all_measured`):
+/// then the cell entered the ranking only through the route rows its groups
+/// select.
 #[allow(clippy::too_many_arguments)]
 fn rank(
     snap: &Snapshot,
