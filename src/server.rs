@@ -103,9 +103,18 @@ pub async fn start(snapshot: Snapshot) -> Result<ServerHandle, ServerError> {
         threads: vec![],
         tasks: vec![],
     };
+    let mut skipped = None;
     for addr in &snap.listen.dns {
         let bind_err = |proto, source| ServerError::Bind { proto, addr: *addr, source };
-        let (udp, sockets, tcp) = bind_dns(*addr, snap.server.workers).map_err(|(p, e)| bind_err(p, e))?;
+        let (udp, sockets, tcp) = match bind_dns(*addr, snap.server.workers) {
+            Ok(bound) => bound,
+            Err((proto, e)) if ipv6_loopback_missing(addr, &e) => {
+                tracing::warn!(%addr, error = %e, "this host has no IPv6 loopback: not listening there");
+                skipped = Some(bind_err(proto, e));
+                continue;
+            }
+            Err((proto, e)) => return Err(bind_err(proto, e)),
+        };
         info!(proto = %"udp", addr = %udp, "listening");
         handle.threads.extend(dns::udp::spawn(sockets, shared.clone()).map_err(|e| bind_err("udp", e))?);
         handle.dns_udp.push(udp);
@@ -113,6 +122,9 @@ pub async fn start(snapshot: Snapshot) -> Result<ServerHandle, ServerError> {
         info!(proto = %"tcp", addr = %tcp_addr, "listening");
         handle.dns_tcp.push(tcp_addr);
         handle.tasks.push(tokio::spawn(dns::tcp::serve(tcp, shared.clone(), cancel.clone())));
+    }
+    if let (true, Some(e)) = (handle.dns_udp.is_empty(), skipped) {
+        return Err(e);
     }
     if let Some(addr) = snap.listen.feed {
         let (bound, thread) =
@@ -130,6 +142,16 @@ pub async fn start(snapshot: Snapshot) -> Result<ServerHandle, ServerError> {
         handle.tasks.push(tokio::spawn(crate::http::serve(l, shared.clone(), cancel.clone())));
     }
     Ok(handle)
+}
+
+/// Whether binding `addr` failed only because the host has no IPv6 loopback
+/// (IPv6 disabled, as in many containers). The shipped config listens on
+/// 127.0.0.1 and [::1]; on such a host the server starts on the first and
+/// says so, instead of refusing to start. Any other address that cannot be
+/// bound, or every address failing, is still an error.
+fn ipv6_loopback_missing(addr: &SocketAddr, e: &std::io::Error) -> bool {
+    let missing = e.kind() == std::io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(libc::EAFNOSUPPORT);
+    addr.is_ipv6() && addr.ip().is_loopback() && missing
 }
 
 /// UDP sockets and a TCP listener on the same port. With port 0 the port is
@@ -182,5 +204,28 @@ impl ServerHandle {
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    /// Only a missing IPv6 loopback is passed over; every other bind error,
+    /// and the same error on any other address, stops the start.
+    #[test]
+    fn only_a_missing_ipv6_loopback_is_passed_over() {
+        let v6: SocketAddr = "[::1]:5300".parse().unwrap();
+        let v4: SocketAddr = "127.0.0.1:5300".parse().unwrap();
+        let other: SocketAddr = "[2001:db8::1]:5300".parse().unwrap();
+        let not_here = || Error::from(ErrorKind::AddrNotAvailable);
+        assert!(ipv6_loopback_missing(&v6, &not_here()));
+        assert!(ipv6_loopback_missing(&v6, &Error::from_raw_os_error(libc::EAFNOSUPPORT)));
+        assert!(ipv6_loopback_missing(&v6, &Error::from_raw_os_error(libc::EADDRNOTAVAIL)));
+        assert!(!ipv6_loopback_missing(&v6, &Error::from(ErrorKind::AddrInUse)), "port taken: an error");
+        assert!(!ipv6_loopback_missing(&v6, &Error::from(ErrorKind::PermissionDenied)));
+        assert!(!ipv6_loopback_missing(&v4, &not_here()), "IPv4 loopback missing: an error");
+        assert!(!ipv6_loopback_missing(&other, &not_here()), "a configured global address: an error");
     }
 }
