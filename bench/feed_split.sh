@@ -19,14 +19,9 @@ DIR=$WORK/popdns
 PORT=$(sed -n 's/.*dns: \["127.0.0.1:\([0-9]*\)"\].*/\1/p' "$DIR/popdns.yaml")
 FEED=$(sed -n 's/.*feed: "\(127.0.0.1:[0-9]*\)".*/\1/p' "$DIR/popdns.yaml")
 cd "$DIR"
-taskset -c "$SERVER_CPU" "$POPDNS" serve -c popdns.yaml >"$DIR/log" 2>&1 &
-PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 150); do
-    dig +short +time=1 +tries=1 -p "$PORT" @127.0.0.1 www.aliyundoc.com.example.com >/dev/null 2>&1 && break
-    sleep 0.2
-done
-taskset -a -p -c "$SERVER_CPU" "$PID" >/dev/null
+trap stop_all EXIT
+start_server popdns "$PORT" "$DIR/log" "$POPDNS" serve -c "$DIR/popdns.yaml" || die "popdns did not start"
+PID=${SERVER_PID[popdns]}
 HZ=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "$1"; }
 all() { ticks "/proc/$PID/stat"; }
