@@ -113,11 +113,10 @@ pub fn encode(reporter: &str, key: &[u8], body: &[u8]) -> Vec<u8> {
     d
 }
 
-/// A POP state report, borrowing the POP's name from the datagram. `P` is
-/// what the caller resolved the name to (a POP index in the writer).
+/// A POP state report. `P` is what the caller resolved the POP's name to (a
+/// POP index in the writer, which keys its POP data by index only).
 #[derive(Clone, Debug, PartialEq)]
-pub struct PopReport<'a, P> {
-    pub id: Cow<'a, str>,
+pub struct PopReport<P> {
     pub pop: P,
     pub up: Option<bool>,
     pub load: Option<f64>,
@@ -137,7 +136,7 @@ pub struct RouteReport<'a, P, G> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report<'a, P, G> {
     pub ts: u64,
-    pub pops: Vec<PopReport<'a, P>>,
+    pub pops: Vec<PopReport<P>>,
     pub routes: Vec<RouteReport<'a, P, G>>,
 }
 
@@ -208,7 +207,7 @@ pub fn parse<'a, P: Copy, G: Copy>(
     for p in b.pops {
         let ok = (p.up.is_some() || p.load.is_some()) && p.load.is_none_or(unit);
         let Some(id) = pop(&p.id).filter(|_| ok) else { return Ok((b.ts, Err(Drop::Invalid))) };
-        pops.push(PopReport { id: p.id, pop: id, up: p.up, load: p.load });
+        pops.push(PopReport { pop: id, up: p.up, load: p.load });
     }
     let mut routes = Vec::with_capacity(b.routes.len());
     for r in b.routes {
@@ -293,7 +292,8 @@ mod tests {
         let ids = |n: &str| Some(n.len());
         let r = parse(v, ids, |g: &str| Some(g.len() + 100)).unwrap().1.unwrap();
         assert_eq!((r.pops[0].pop, r.routes[0].pop_id, r.routes[0].group_key), (1, 1, 101));
-        assert!(matches!(r.pops[0].id, Cow::Borrowed("a")), "names are borrowed from the datagram");
+        assert!(matches!(r.routes[0].pop, Cow::Borrowed("a")), "names are borrowed from the datagram");
+        assert!(matches!(r.routes[0].group, Cow::Borrowed("*")), "names are borrowed from the datagram");
         assert_eq!(parse(br#"{"ts":"5"}"#, yes, yes), Err(Drop::Invalid), "a ts that is not a number");
         for bad in [
             r#"{"ts":5,"pops":[{"id":"a","load":1.5}]}"#,
