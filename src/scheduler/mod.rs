@@ -237,9 +237,10 @@ fn decide_with(
         return r.choose(snap, want, hash, c.arena());
     }
     let rows = Rows::of(snap, quality, &client.info);
+    let key = rows.key();
     let mode = match &mut cache {
         Cache::Off => Mode::Explain,
-        Cache::On(c) => match c.get_by_rows(&rows.key(), class, family) {
+        Cache::On(c) => match c.get_by_rows(&key, class, family) {
             Some(r) => {
                 c.put(cell, class, family, r);
                 return r.choose(snap, want, hash, c.arena());
@@ -258,7 +259,7 @@ fn decide_with(
         Cache::On(c) => {
             c.put(cell, class, family, ranking);
             if measured {
-                c.put_by_rows(rows.key(), class, family, ranking);
+                c.put_by_rows(key, class, family, ranking);
             }
             ranking.choose(snap, want, hash, c.arena())
         }
