@@ -507,7 +507,7 @@ mod tests {
             assert_eq!(envelope(bad, 8192), Err(Drop::Malformed), "{bad:?}");
         }
         let mac_at = "popdns1 probe-1 ".len();
-        for (at, bad) in [(0, b'A'), (63, b'F'), (10, b'g'), (1, b' ')] {
+        for (at, bad) in [(0, b'A'), (63, b'F'), (10, b'g'), (1, b'/'), (2, b':'), (3, b'`')] {
             let mut m = d.clone();
             m[mac_at + at] = bad;
             assert_eq!(envelope(&m, 8192), Err(Drop::Malformed), "{}", String::from_utf8_lossy(&m));
@@ -619,18 +619,25 @@ mod tests {
     #[test]
     fn plain_numbers_are_serde_json_numbers() {
         let mut next = crate::testing::xorshift(7);
-        let mut checked = 0;
+        let (mut whole, mut fractions) = (0, 0);
         for _ in 0..20_000 {
-            let int: String = (0..next(12)).map(|_| char::from(b'0' + next(10) as u8)).collect();
+            let int: String = match next(4) {
+                0 => "0".into(),
+                _ => (0..next(12)).map(|_| char::from(b'0' + next(10) as u8)).collect(),
+            };
             let frac: String = (0..next(26)).map(|_| char::from(b'0' + next(10) as u8)).collect();
             let num = match next(3) {
                 0 => int,
                 _ => format!("{int}.{frac}"),
             };
-            let text = format!(r#"{{"ts":{num},"routes":[{{"pop":"a","group":"*","rtt_ms":{num},"loss":{num}}}]}}"#);
-            checked += usize::from(agree(&text));
+            let text = format!(r#"{{"ts":1,"routes":[{{"pop":"a","group":"*","rtt_ms":{num},"loss":{num}}}]}}"#);
+            if agree(&text) {
+                *(if num.contains('.') { &mut fractions } else { &mut whole }) += 1;
+            }
+            agree(&format!(r#"{{"ts":{num}}}"#));
         }
-        assert!(checked > 2_000, "{checked}");
+        // Both kinds were compared, not only the ones the plain reader takes easily.
+        assert!(whole > 2_000 && fractions > 4_000, "{whole} whole, {fractions} with a fraction");
         for exact in ["0", "1", "10", "9007199254740991", "0.1", "123.456", "0.0000000000000000000001"] {
             let text = format!(r#"{{"ts":1,"pops":[{{"id":"a","load":{exact}}}]}}"#);
             assert!(agree(&text), "{exact} is plain");
@@ -654,6 +661,14 @@ mod tests {
             r#"{"ts":1} x"#,
             r#"{"ts":1,}"#,
             r#"{"ts":18446744073709551616}"#,
+            r#"{"ts":1,"routes":[{"pop":"a","group":"*"}]}"#,
+            r#"{"ts":1,"routes":[{"group":"*","rtt_ms":1}]}"#,
+            r#"{"ts":1,"routes":[{"pop":"a","rtt_ms":1}]}"#,
+            r#"{"ts":1,"pops":[{"up":true}]}"#,
+            r#"{"ts":1,"pops":[{"id":"a","id":"b","up":true}]}"#,
+            r#"{"ts":1,"routes":[{"pop":"a","group":"*","rtt_ms":1,"rtt_ms":2}]}"#,
+            "\u{feff}{\"ts\":1}",
+            "{\"ts\":1,\u{c}\"pops\":[]}",
             "{\"ts\":1,\"pops\":[{\"id\":\"a\u{1}\",\"up\":true}]}",
         ] {
             assert!(!agree(text), "{text}");
@@ -661,5 +676,6 @@ mod tests {
         let spaced = " {\n \"routes\" : [ { \"loss\" : 0.5 , \"group\" : \"*\", \"rtt_ms\":3, \"pop\":\"a\" } ] ,\t\"ts\" : 9 }\r\n";
         assert!(agree(spaced), "whitespace and any key order are plain");
         assert!(agree(r#"{"ts":18446744073709551615,"pops":[],"routes":[]}"#));
+        assert!(agree(r#"{"ts":1,"routes":[{"pop":"a","group":"*","rtt_ms":3}]}"#), "loss defaults as in serde");
     }
 }
