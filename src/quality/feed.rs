@@ -405,7 +405,7 @@ mod plain {
         /// `[ item, ... ]` into a vector with room for a whole report.
         fn array<T>(&mut self, mut item: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
             self.eat(b'[')?;
-            let mut v = Vec::with_capacity(64);
+            let mut v = Vec::with_capacity(super::REPORT_ITEMS);
             if self.eat(b']').is_some() {
                 return Some(v);
             }
@@ -452,6 +452,9 @@ mod plain {
     }
 }
 
+/// Room for a report's POPs or routes from the start, in both readers.
+const REPORT_ITEMS: usize = 64;
+
 /// A JSON array into a `Vec` with room for a whole report from the start:
 /// serde's own starts empty and doubles, and on the writer's cold caches
 /// those reallocations were a tenth of its time.
@@ -467,7 +470,7 @@ where
             f.write_str("an array")
         }
         fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).max(64));
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).max(REPORT_ITEMS));
             while let Some(x) = seq.next_element()? {
                 v.push(x);
             }
