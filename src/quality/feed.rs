@@ -135,57 +135,91 @@ pub struct PopReport<P> {
 }
 
 /// A route measurement report; `G` is what the group name resolved to.
+/// The names themselves are not kept: the writer needs them only for a
+/// (POP, group) it has never seen, and gets them back from the config.
 #[derive(Clone, Debug, PartialEq)]
-pub struct RouteReport<'a, P, G> {
-    pub pop: Cow<'a, str>,
-    pub group: Cow<'a, str>,
-    pub pop_id: P,
-    pub group_key: G,
+pub struct RouteReport<P, G> {
+    pub pop: P,
+    pub group: G,
     pub rtt_ms: f64,
     pub loss: f64,
 }
 
+/// A verified body, resolved against the config. The writer keeps one and
+/// parses every datagram into it (`parse_into`), so a report costs no
+/// allocation.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Report<'a, P, G> {
+pub struct Report<P, G> {
     pub ts: u64,
     pub pops: Vec<PopReport<P>>,
-    pub routes: Vec<RouteReport<'a, P, G>>,
+    pub routes: Vec<RouteReport<P, G>>,
 }
 
-/// A body's `ts`, and the report it holds or why it is `invalid`. The outer
-/// error is `malformed` (not UTF-8 JSON) or `invalid` with no usable `ts`;
-/// the inner one comes after `ts`, so the caller checks replay and skew first,
-/// in the contract's order.
-pub type Parsed<'a, P, G> = Result<(u64, Result<Report<'a, P, G>, Drop>), Drop>;
+impl<P, G> Default for Report<P, G> {
+    fn default() -> Self {
+        Report { ts: 0, pops: Vec::new(), routes: Vec::new() }
+    }
+}
 
-/// Parse and validate a body in one pass over the bytes (no JSON tree, no
-/// copy of it, names borrowed from it): types, ranges, and POPs and groups
-/// known to the current config, resolved once by `pop` and `group` so the
-/// writer does not look them up again.
-pub fn parse<'a, P: Copy, G: Copy>(
-    body: &'a [u8],
+/// A body's `ts`, and whether its report is usable or why it is `invalid`.
+/// The outer error is `malformed` (not UTF-8 JSON) or `invalid` with no
+/// usable `ts`; the inner one comes after `ts`, so the caller checks replay
+/// and skew first, in the contract's order.
+pub type Parsed<T> = Result<(u64, Result<T, Drop>), Drop>;
+
+/// Parse and validate a body into `out` (cleared first), in one pass over
+/// the bytes (no JSON tree, no copy of it): types, ranges, and POPs and
+/// groups known to the current config, resolved once by `pop` and `group`
+/// so the writer does not look them up again. `out` holds the report only
+/// when the inner result is `Ok`.
+pub fn parse_into<P: Copy, G: Copy>(
+    body: &[u8],
     pop: impl Fn(&str) -> Option<P>,
     group: impl Fn(&str) -> Option<G>,
-) -> Parsed<'a, P, G> {
+    out: &mut Report<P, G>,
+) -> Parsed<()> {
     let text = std::str::from_utf8(body).map_err(|_| Drop::Malformed)?;
-    let raw = match plain::body(text) {
-        Some(raw) => raw,
-        None => match by_serde(text)? {
-            Ok(raw) => raw,
-            Err(ts) => return Ok((ts, Err(Drop::Invalid))),
-        },
+    out.pops.clear();
+    out.routes.clear();
+    let mut valid = true;
+    let plain = plain::body(text, &mut |item| valid = valid && resolve(item, &pop, &group, out).is_some());
+    let ts = match plain {
+        Some(ts) => ts,
+        None => {
+            out.pops.clear();
+            out.routes.clear();
+            let raw = match by_serde(text)? {
+                Ok(raw) => raw,
+                Err(ts) => return Ok((ts, Err(Drop::Invalid))),
+            };
+            let items = raw.pops.into_iter().map(Item::Pop).chain(raw.routes.into_iter().map(Item::Route));
+            valid = items.into_iter().all(|item| resolve(item, &pop, &group, out).is_some());
+            raw.ts
+        }
     };
-    Ok((raw.ts, resolve(raw, pop, group)))
+    out.ts = ts;
+    Ok((ts, if valid { Ok(()) } else { Err(Drop::Invalid) }))
 }
 
-/// A body's fields before checks and name lookups.
+/// `parse_into` a new report (tests and tools; the writer reuses one).
+pub fn parse<P: Copy, G: Copy>(
+    body: &[u8],
+    pop: impl Fn(&str) -> Option<P>,
+    group: impl Fn(&str) -> Option<G>,
+) -> Parsed<Report<P, G>> {
+    let mut out = Report::default();
+    let (ts, valid) = parse_into(body, pop, group, &mut out)?;
+    Ok((ts, valid.map(|()| out)))
+}
+
+/// A body's fields before checks and name lookups (serde_json's reading).
 #[derive(Debug, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw<'a> {
     ts: u64,
-    #[serde(default, borrow, deserialize_with = "presized")]
+    #[serde(default, borrow)]
     pops: Vec<RawPop<'a>>,
-    #[serde(default, borrow, deserialize_with = "presized")]
+    #[serde(default, borrow)]
     routes: Vec<RawRoute<'a>>,
 }
 
@@ -210,6 +244,13 @@ struct RawRoute<'a> {
     loss: f64,
 }
 
+/// One element of a body's `pops` or `routes`, as either reader hands it on.
+#[derive(Debug)]
+enum Item<'a> {
+    Pop(RawPop<'a>),
+    Route(RawRoute<'a>),
+}
+
 /// Any JSON body, by serde_json. `Ok(Err(ts))`: valid JSON of the wrong
 /// shape whose `ts` can be read (`invalid`, checked after replay and skew).
 fn by_serde(text: &str) -> Result<Result<Raw<'_>, u64>, Drop> {
@@ -228,29 +269,28 @@ fn by_serde(text: &str) -> Result<Result<Raw<'_>, u64>, Drop> {
     }
 }
 
-/// Ranges, and the POP and group names resolved.
-fn resolve<'a, P: Copy, G: Copy>(
-    raw: Raw<'a>,
-    pop: impl Fn(&str) -> Option<P>,
-    group: impl Fn(&str) -> Option<G>,
-) -> Result<Report<'a, P, G>, Drop> {
+/// Check an item's ranges, resolve its names and add it to `out`; None if
+/// it is invalid.
+fn resolve<P: Copy, G: Copy>(
+    item: Item<'_>,
+    pop: &impl Fn(&str) -> Option<P>,
+    group: &impl Fn(&str) -> Option<G>,
+    out: &mut Report<P, G>,
+) -> Option<()> {
     let unit = |x: f64| (0.0..=1.0).contains(&x);
-    // Sized up front (collecting into an Option<Vec> would grow it step by step).
-    let mut pops = Vec::with_capacity(raw.pops.len());
-    for p in raw.pops {
-        let ok = (p.up.is_some() || p.load.is_some()) && p.load.is_none_or(unit);
-        let id = pop(&p.id).filter(|_| ok).ok_or(Drop::Invalid)?;
-        pops.push(PopReport { pop: id, up: p.up, load: p.load });
+    match item {
+        Item::Pop(p) => {
+            let ok = (p.up.is_some() || p.load.is_some()) && p.load.is_none_or(unit);
+            let id = pop(&p.id).filter(|_| ok)?;
+            out.pops.push(PopReport { pop: id, up: p.up, load: p.load });
+        }
+        Item::Route(r) => {
+            let ok = unit(r.loss) && r.rtt_ms >= 0.0 && r.rtt_ms < 1e6;
+            let (pop, group) = (pop(&r.pop).filter(|_| ok)?, group(&r.group)?);
+            out.routes.push(RouteReport { pop, group, rtt_ms: r.rtt_ms, loss: r.loss });
+        }
     }
-    let mut routes = Vec::with_capacity(raw.routes.len());
-    for r in raw.routes {
-        let ok = unit(r.loss) && r.rtt_ms >= 0.0 && r.rtt_ms < 1e6;
-        let (Some(pop_id), Some(group_key)) = (pop(&r.pop).filter(|_| ok), group(&r.group)) else {
-            return Err(Drop::Invalid);
-        };
-        routes.push(RouteReport { pop: r.pop, group: r.group, pop_id, group_key, rtt_ms: r.rtt_ms, loss: r.loss });
-    }
-    Ok(Report { ts: raw.ts, pops, routes })
+    Some(())
 }
 
 /// The plain form of a body, read by hand: what probes send (each key once,
@@ -263,20 +303,23 @@ fn resolve<'a, P: Copy, G: Copy>(
 mod plain {
     use std::borrow::Cow;
 
-    use super::{Raw, RawPop, RawRoute};
+    use super::{Item, RawPop, RawRoute};
 
-    pub(super) fn body(text: &str) -> Option<Raw<'_>> {
+    /// The body's `ts`, each element of `pops` and `routes` handed to `sink`
+    /// as it is read (no vectors in between). None: not plain; `sink` may
+    /// have seen some elements by then.
+    pub(super) fn body<'a>(text: &'a str, sink: &mut dyn FnMut(Item<'a>)) -> Option<u64> {
         let mut c = Cursor { s: text.as_bytes(), text, i: 0 };
         let (mut ts, mut pops, mut routes) = (None, None, None);
         c.object(|c, key| match key {
             "ts" => once(&mut ts, c.uint()?),
-            "pops" => once(&mut pops, c.array(Cursor::pop)?),
-            "routes" => once(&mut routes, c.array(Cursor::route)?),
+            "pops" => once(&mut pops, c.array(|c| c.pop().map(|p| sink(Item::Pop(p))))?),
+            "routes" => once(&mut routes, c.array(|c| c.route().map(|r| sink(Item::Route(r))))?),
             _ => None,
         })?;
         c.ws();
         (c.i == c.s.len()).then_some(())?;
-        Some(Raw { ts: ts?, pops: pops.unwrap_or_default(), routes: routes.unwrap_or_default() })
+        ts
     }
 
     /// Set a field seen for the first time (a repeated key is not plain).
@@ -402,20 +445,19 @@ mod plain {
             }
         }
 
-        /// `[ item, ... ]` into a vector with room for a whole report.
-        fn array<T>(&mut self, mut item: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
+        /// `[ item, ... ]`, each item read by `item`.
+        fn array(&mut self, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
             self.eat(b'[')?;
-            let mut v = Vec::with_capacity(super::REPORT_ITEMS);
             if self.eat(b']').is_some() {
-                return Some(v);
+                return Some(());
             }
             loop {
-                v.push(item(self)?);
+                item(self)?;
                 match self.peek()? {
                     b',' => self.i += 1,
                     b']' => {
                         self.i += 1;
-                        return Some(v);
+                        return Some(());
                     }
                     _ => return None,
                 }
@@ -450,34 +492,6 @@ mod plain {
             })
         }
     }
-}
-
-/// Room for a report's POPs or routes from the start, in both readers.
-const REPORT_ITEMS: usize = 64;
-
-/// A JSON array into a `Vec` with room for a whole report from the start:
-/// serde's own starts empty and doubles, and on the writer's cold caches
-/// those reallocations were a tenth of its time.
-fn presized<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de>,
-{
-    struct Seq<T>(std::marker::PhantomData<T>);
-    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Seq<T> {
-        type Value = Vec<T>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("an array")
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).max(REPORT_ITEMS));
-            while let Some(x) = seq.next_element()? {
-                v.push(x);
-            }
-            Ok(v)
-        }
-    }
-    d.deserialize_seq(Seq(std::marker::PhantomData))
 }
 
 pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -530,9 +544,7 @@ mod tests {
         // Names are resolved once, in the order given, and kept beside the names.
         let ids = |n: &str| Some(n.len());
         let r = parse(v, ids, |g: &str| Some(g.len() + 100)).unwrap().1.unwrap();
-        assert_eq!((r.pops[0].pop, r.routes[0].pop_id, r.routes[0].group_key), (1, 1, 101));
-        assert!(matches!(r.routes[0].pop, Cow::Borrowed("a")), "names are borrowed from the datagram");
-        assert!(matches!(r.routes[0].group, Cow::Borrowed("*")), "names are borrowed from the datagram");
+        assert_eq!((r.pops[0].pop, r.routes[0].pop, r.routes[0].group), (1, 1, 101));
         assert_eq!(parse(br#"{"ts":"5"}"#, yes, yes), Err(Drop::Invalid), "a ts that is not a number");
         for bad in [
             r#"{"ts":5,"pops":[{"id":"a","load":1.5}]}"#,
@@ -543,6 +555,35 @@ mod tests {
         ] {
             assert_eq!(parse(bad.as_bytes(), yes, yes), Ok((5, Err(Drop::Invalid))), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_reused_report_holds_only_the_last_body() {
+        let ids = |n: &str| n.strip_prefix('p').and_then(|d| d.parse::<u8>().ok());
+        let groups = |g: &str| Some(g.len());
+        let mut out = Report::default();
+        let first = br#"{"ts":1,"pops":[{"id":"p1","up":true},{"id":"p2","up":false}],"routes":[{"pop":"p1","group":"*","rtt_ms":1}]}"#;
+        assert_eq!(parse_into(first, ids, groups, &mut out), Ok((1, Ok(()))));
+        assert_eq!((out.pops.len(), out.routes.len()), (2, 1));
+        // Plain until its last route's escaped group name: the plain reader
+        // has handed on two elements when it gives up, serde_json reads it all.
+        let escaped = br#"{"ts":2,"pops":[{"id":"p3","load":0.5}],"routes":[{"pop":"p3","group":"a","rtt_ms":2},{"pop":"p4","group":"b","rtt_ms":3}]}"#;
+        assert_eq!(parse_into(escaped, ids, groups, &mut out), Ok((2, Ok(()))));
+        let want = Report {
+            ts: 2,
+            pops: vec![PopReport { pop: 3, up: None, load: Some(0.5) }],
+            routes: vec![
+                RouteReport { pop: 3, group: 1, rtt_ms: 2.0, loss: 0.0 },
+                RouteReport { pop: 4, group: 1, rtt_ms: 3.0, loss: 0.0 },
+            ],
+        };
+        assert_eq!(out, want);
+        // An unknown POP makes the body invalid, whichever reader read it.
+        for bad in [&br#"{"ts":3,"pops":[{"id":"x","up":true}]}"#[..], br#"{"ts":3,"pops":[{"id":"x","up":true}]}"#] {
+            assert_eq!(parse_into(bad, ids, groups, &mut out), Ok((3, Err(Drop::Invalid))));
+        }
+        assert_eq!(parse_into(first, ids, groups, &mut out), Ok((1, Ok(()))));
+        assert_eq!(out, parse(first, ids, groups).unwrap().1.unwrap());
     }
 
     /// A body like a probe's: every POP's state, a few routes, plain JSON.
@@ -568,10 +609,20 @@ mod tests {
         b + "]}"
     }
 
+    /// What the plain reader hands on, gathered as serde_json's `Raw`.
+    fn plain_raw(text: &str) -> Option<Raw<'_>> {
+        let (mut pops, mut routes) = (Vec::new(), Vec::new());
+        let ts = plain::body(text, &mut |item| match item {
+            Item::Pop(p) => pops.push(p),
+            Item::Route(r) => routes.push(r),
+        })?;
+        Some(Raw { ts, pops, routes })
+    }
+
     /// The hand-read plain form and serde_json agree wherever the plain
     /// reader answers; it answers for the bodies probes send.
     fn agree(text: &str) -> bool {
-        match plain::body(text) {
+        match plain_raw(text) {
             Some(raw) => {
                 // Debug, not ==, so that -0.0 and 0.0 differ.
                 assert_eq!(

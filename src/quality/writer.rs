@@ -14,6 +14,7 @@
 //! keeps the names it was reported under so a reload can map it again.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::num::NonZeroU64;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,7 @@ use super::feed::{self, Drop, Report};
 use super::table::RouteRows;
 use super::{GroupKey, PopState, Quality, Route};
 use crate::config::{FeedConfig, Quorum, Snapshot};
+use crate::geo::IspMap;
 use crate::pops::{Health, PopId};
 use crate::server::Shared;
 
@@ -154,15 +156,46 @@ fn wait(wake: &UnixDatagram, sock: Option<&UdpSocket>, deadline: Option<Instant>
     (ready(&fds[0]), ready(&fds[1]))
 }
 
-/// One reporter's view of one POP.
+/// A time the writer keeps: nanoseconds since its clock's start, plus one.
+/// Half an `Instant`'s 16 bytes, and an `Option` of it costs nothing more,
+/// so the per-reporter records below fit more to a cache line: the writer
+/// wakes cache-cold, and reading them is most of its time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Tick(NonZeroU64);
+
+/// Turns `Instant`s into `Tick`s and back.
+struct Clock {
+    start: Instant,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock { start: Instant::now() }
+    }
+}
+
+impl Clock {
+    fn tick(&self, t: Instant) -> Tick {
+        let ns = t.saturating_duration_since(self.start).as_nanos();
+        Tick(NonZeroU64::MIN.saturating_add(u64::try_from(ns).unwrap_or(u64::MAX - 1)))
+    }
+
+    fn instant(&self, t: Tick) -> Instant {
+        self.start + Duration::from_nanos(t.0.get() - 1)
+    }
+}
+
+/// One reporter's view of one POP (32 bytes).
 #[derive(Debug, Clone, Copy)]
 struct View {
     /// Its current verdict (after hysteresis).
     up: bool,
     /// Consecutive reports disagreeing with `up`.
     pending: u32,
-    health_at: Option<Instant>,
-    load: Option<(f64, Instant)>,
+    health_at: Option<Tick>,
+    /// The last load reported, valid while `load_at` is set.
+    load: f64,
+    load_at: Option<Tick>,
 }
 
 /// A reporter's replay and rate state.
@@ -177,8 +210,13 @@ struct Reporter {
 /// is accepted; it never moves (reporters are few: the configured keys).
 type ReporterIx = u32;
 
-/// One reporter's latest route measurement: rtt_ms, loss, when received.
-type Measured = (f64, f64, Instant);
+/// One reporter's latest route measurement (24 bytes, and as an `Option`).
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    rtt_ms: f64,
+    loss: f64,
+    at: Tick,
+}
 
 /// Everything reported on one POP of the keyed snapshot.
 #[derive(Debug, Default)]
@@ -191,14 +229,12 @@ struct PopWork {
     dirty: bool,
 }
 
-/// Everything reported on one (POP, group), with the names it was reported
-/// under (to map it again after a reload).
-#[derive(Debug)]
+/// Everything reported on one (POP, group). A reload maps it again by the
+/// names of its key in the keyed snapshot (`Work::pop_names`, `Work::isps`).
+#[derive(Debug, Default)]
 struct RouteEntry {
-    pop: String,
-    group: String,
-    /// One measurement per reporter (a handful: a short list beats a map).
-    by: Vec<(ReporterIx, Measured)>,
+    /// Indexed by reporter: a report writes its slot without a search.
+    by: Vec<Option<Measured>>,
     /// Listed in `Work::dirty_routes`.
     dirty: bool,
 }
@@ -215,16 +251,23 @@ type Map<K, V> = hashbrown::HashMap<K, V, crate::hash::Fast>;
 /// follows the reports, not the size of the table.
 #[derive(Default)]
 struct Work {
+    clock: Clock,
+    /// Every datagram is parsed into this one (no allocation per report).
+    report: Report<PopId, GroupKey>,
     reporter_ids: Map<String, ReporterIx>,
     reporters: Vec<Reporter>,
     /// Indexed by the keyed snapshot's `PopId`.
     pops: Vec<PopWork>,
-    /// The keyed snapshot's POP names, to map `pops` again after a reload.
+    /// The keyed snapshot's POP names and ISPs, to map `pops` and `routes`
+    /// again after a reload.
     pop_names: Vec<String>,
+    isps: IspMap,
     routes: Map<(u16, GroupKey), RouteEntry>,
     /// The POP states and rows of the last publish (rows shared with it).
     states: Vec<PopState>,
     rows: RouteRows,
+    /// A publish's working vectors, kept from one to the next.
+    scratch: Scratch,
     /// What changed since the last publish: only that is recomputed.
     dirty_pops: Vec<u16>,
     dirty_routes: Vec<(u16, GroupKey)>,
@@ -234,6 +277,17 @@ struct Work {
     /// The config generation the indices above were resolved against.
     config_generation: Option<u64>,
     generation: u64,
+}
+
+/// A publish's working vectors (their allocations were a twentieth of the
+/// writer's time).
+#[derive(Default)]
+struct Scratch {
+    loads: Vec<f64>,
+    rtts: Vec<f64>,
+    losses: Vec<f64>,
+    /// Changed route cells: (hash of the group, POP index, group).
+    touched: Vec<(u64, u16, GroupKey)>,
 }
 
 impl Work {
@@ -250,13 +304,29 @@ impl Work {
     }
 
     fn verify_and_apply(&mut self, d: &[u8], snap: &Snapshot, now: Instant, now_ms: u64) -> Result<(), Drop> {
+        let mut report = std::mem::take(&mut self.report);
+        let result = self.check_and_apply(d, snap, now, now_ms, &mut report);
+        self.report = report;
+        result
+    }
+
+    /// `verify_and_apply`, parsing into `report`.
+    fn check_and_apply(
+        &mut self,
+        d: &[u8],
+        snap: &Snapshot,
+        now: Instant,
+        now_ms: u64,
+        report: &mut Report<PopId, GroupKey>,
+    ) -> Result<(), Drop> {
         let cfg = snap.feed.as_ref().ok_or(Drop::UnknownReporter)?;
         let env = feed::envelope(d, cfg.max_datagram)?;
         let key = cfg.keys.get(env.reporter).ok_or(Drop::UnknownReporter)?;
         if !feed::mac_ok(key, env.body, &env.mac) {
             return Err(Drop::BadMac);
         }
-        let (ts, report) = feed::parse(env.body, |p| snap.pops.find(p), |g| GroupKey::parse(g, &snap.isps))?;
+        let (ts, valid) =
+            feed::parse_into(env.body, |p| snap.pops.find(p), |g| GroupKey::parse(g, &snap.isps), report)?;
         let known = self.reporter_ids.get(env.reporter).copied();
         let last = known.map_or(0, |i| self.reporters[i as usize].last_ts);
         if ts <= last {
@@ -265,7 +335,7 @@ impl Work {
         if ts.abs_diff(now_ms) > cfg.max_skew.as_millis() as u64 {
             return Err(Drop::Skew);
         }
-        let report = report?;
+        valid?;
         let ix = match known {
             Some(i) => i,
             None => {
@@ -281,17 +351,18 @@ impl Work {
         }
         reporter.last_ts = ts;
         self.remap(snap);
-        self.apply(ix, &report, cfg, now);
+        self.apply(ix, report, cfg, now);
         Ok(())
     }
 
     /// Apply a report resolved against the keyed snapshot (`remap` ran).
-    fn apply(&mut self, reporter: ReporterIx, r: &Report<'_, PopId, GroupKey>, cfg: &FeedConfig, now: Instant) {
+    fn apply(&mut self, reporter: ReporterIx, r: &Report<PopId, GroupKey>, cfg: &FeedConfig, now: Instant) {
         if self.next_expiry.is_none() {
             self.next_expiry = Some(now + cfg.stale_after);
         }
+        let now = self.clock.tick(now);
         let fresh_at = fresh_since(now, cfg.stale_after);
-        let fresh = |at: Option<Instant>| at.is_some_and(fresh_at);
+        let fresh = |at: Option<Tick>| at.is_some_and(fresh_at);
         for p in &r.pops {
             let Some(v) = self.touch_pop(p.pop, r.ts).map(|w| view(w, reporter)) else { continue };
             if let Some(up) = p.up {
@@ -312,23 +383,19 @@ impl Work {
                 v.health_at = Some(now);
             }
             if let Some(load) = p.load {
-                v.load = Some((load, now));
+                v.load = load;
+                v.load_at = Some(now);
             }
         }
+        let slot = reporter as usize;
         for rt in &r.routes {
-            self.touch_pop(rt.pop_id, r.ts);
-            let key = (rt.pop_id.0, rt.group_key);
-            let route = self.routes.entry(key).or_insert_with(|| RouteEntry {
-                pop: rt.pop.to_string(),
-                group: rt.group.to_string(),
-                by: Vec::new(),
-                dirty: false,
-            });
-            let m = (rt.rtt_ms, rt.loss, now);
-            match route.by.iter_mut().find(|(i, _)| *i == reporter) {
-                Some((_, old)) => *old = m,
-                None => route.by.push((reporter, m)),
+            self.touch_pop(rt.pop, r.ts);
+            let key = (rt.pop.0, rt.group);
+            let route = self.routes.entry(key).or_default();
+            if route.by.len() <= slot {
+                route.by.resize(slot + 1, None);
             }
+            route.by[slot] = Some(Measured { rtt_ms: rt.rtt_ms, loss: rt.loss, at: now });
             if !route.dirty {
                 route.dirty = true;
                 self.dirty_routes.push(key);
@@ -363,14 +430,15 @@ impl Work {
         pops.iter_mut().for_each(|w| w.dirty = true);
         self.dirty_pops = (0..pops.len()).map(|i| i as u16).collect();
         self.pops = pops;
-        self.pop_names = snap.pops.list.iter().map(|p| p.id.clone()).collect();
-        let old = std::mem::take(&mut self.routes);
-        for (_, mut e) in old {
-            if let (Some(id), Some(g)) = (snap.pops.find(&e.pop), GroupKey::parse(&e.group, &snap.isps)) {
+        for ((pop, group), mut e) in std::mem::take(&mut self.routes) {
+            let name = self.pop_names.get(pop as usize).and_then(|n| snap.pops.find(n));
+            if let (Some(id), Some(g)) = (name, GroupKey::parse(&group.display(&self.isps), &snap.isps)) {
                 e.dirty = true;
                 self.routes.insert((id.0, g), e);
             }
         }
+        self.pop_names = snap.pops.list.iter().map(|p| p.id.clone()).collect();
+        self.isps = snap.isps.clone();
         self.dirty_routes = self.routes.keys().copied().collect();
         self.rows.clear();
         self.states = vec![PopState::default(); snap.pops.len()];
@@ -380,21 +448,18 @@ impl Work {
     /// times per `stale_after` (and per 100 ms), so its cost stays off the
     /// per-report path.
     fn sweep(&mut self, stale: Duration, now: Instant) {
-        let fresh = fresh_since(now, stale);
-        let mut next: Option<Instant> = None;
-        let mut note = |t: Instant| {
-            let e = t + stale + Duration::from_millis(1);
-            next = Some(next.map_or(e, |n: Instant| n.min(e)));
-        };
+        let fresh = fresh_since(self.clock.tick(now), stale);
+        let mut oldest: Option<Tick> = None;
+        let mut note = |t: Tick| oldest = Some(oldest.map_or(t, |o| o.min(t)));
         for (i, w) in self.pops.iter_mut().enumerate() {
             let mut expired = false;
             for slot in w.views.iter_mut() {
                 let Some(v) = slot else { continue };
-                expired |= v.health_at.is_some_and(|t| !fresh(t)) || v.load.is_some_and(|(_, t)| !fresh(t));
+                expired |= v.health_at.is_some_and(|t| !fresh(t)) || v.load_at.is_some_and(|t| !fresh(t));
                 v.health_at = v.health_at.filter(|t| fresh(*t));
-                v.load = v.load.filter(|(_, t)| fresh(*t));
-                v.health_at.into_iter().chain(v.load.map(|(_, t)| t)).for_each(&mut note);
-                if v.health_at.is_none() && v.load.is_none() {
+                v.load_at = v.load_at.filter(|t| fresh(*t));
+                v.health_at.into_iter().chain(v.load_at).for_each(&mut note);
+                if v.health_at.is_none() && v.load_at.is_none() {
                     *slot = None;
                 }
             }
@@ -404,16 +469,23 @@ impl Work {
             }
         }
         for (key, e) in self.routes.iter_mut() {
-            let before = e.by.len();
-            e.by.retain(|(_, m)| fresh(m.2));
-            if e.by.len() != before && !e.dirty {
+            let mut expired = false;
+            for slot in e.by.iter_mut() {
+                let Some(m) = slot else { continue };
+                if fresh(m.at) {
+                    note(m.at);
+                } else {
+                    *slot = None;
+                    expired = true;
+                }
+            }
+            if expired && !e.dirty {
                 e.dirty = true;
                 self.dirty_routes.push(*key);
             }
-            e.by.iter().for_each(|(_, m)| note(m.2));
         }
-        self.routes.retain(|_, e| !e.by.is_empty());
-        self.next_expiry = next;
+        self.routes.retain(|_, e| e.by.iter().any(Option::is_some));
+        self.next_expiry = oldest.map(|t| self.clock.instant(t) + stale + Duration::from_millis(1));
         self.last_sweep = Some(now);
     }
 
@@ -439,8 +511,8 @@ impl Work {
         if self.sweep_at(stale).is_some_and(|t| t <= now) {
             self.sweep(stale, now);
         }
-        let fresh = fresh_since(now, stale);
-        let mut loads = Vec::new();
+        let fresh = fresh_since(self.clock.tick(now), stale);
+        let Scratch { mut loads, mut rtts, mut losses, mut touched } = std::mem::take(&mut self.scratch);
         for id in std::mem::take(&mut self.dirty_pops) {
             let Some(w) = self.pops.get_mut(id as usize) else { continue };
             w.dirty = false;
@@ -451,8 +523,8 @@ impl Work {
                     seen += 1;
                     down += u32::from(!v.up);
                 }
-                if let Some((l, _)) = v.load.filter(|(_, t)| fresh(*t)) {
-                    loads.push(l);
+                if v.load_at.is_some_and(fresh) {
+                    loads.push(v.load);
                 }
             }
             let health = match (seen, quorum) {
@@ -469,11 +541,10 @@ impl Work {
         // Changed cells, grouped by row. A row is copied once, on write (the
         // published table keeps the old one). Grouped by a hash of the group
         // computed once per cell, not per comparison (that was a tenth of a publish).
-        let mut touched: Vec<(u64, u16, GroupKey)> =
-            self.dirty_routes.drain(..).map(|(i, g)| (crate::hash::key_of(&g), i, g)).collect();
+        touched.clear();
+        touched.extend(self.dirty_routes.drain(..).map(|(i, g)| (crate::hash::key_of(&g), i, g)));
         touched.sort_unstable_by_key(|(h, i, _)| (*h, *i));
         touched.dedup();
-        let (mut rtts, mut losses) = (Vec::new(), Vec::new());
         let pops = snap.pops.len();
         let mut k = 0;
         while k < touched.len() {
@@ -486,9 +557,9 @@ impl Work {
                 losses.clear();
                 if let Some(e) = self.routes.get_mut(&(i, g)) {
                     e.dirty = false;
-                    for (_, m) in e.by.iter().filter(|(_, m)| fresh(m.2)) {
-                        rtts.push(m.0);
-                        losses.push(m.1);
+                    for m in e.by.iter().flatten().filter(|m| fresh(m.at)) {
+                        rtts.push(m.rtt_ms);
+                        losses.push(m.loss);
                     }
                 }
                 if let Some(cell) = row.get_mut(i as usize) {
@@ -502,6 +573,7 @@ impl Work {
                 self.rows.remove(&g);
             }
         }
+        self.scratch = Scratch { loads, rtts, losses, touched };
         self.generation += 1;
         shared.quality.store(Arc::new(Quality {
             generation: self.generation,
@@ -519,7 +591,7 @@ fn view(w: &mut PopWork, reporter: ReporterIx) -> &mut View {
     if w.views.len() <= i {
         w.views.resize(i + 1, None);
     }
-    w.views[i].get_or_insert(View { up: true, pending: 0, health_at: None, load: None })
+    w.views[i].get_or_insert(View { up: true, pending: 0, health_at: None, load: 0.0, load_at: None })
 }
 
 /// Token bucket per reporter: `rate` reports per second, bursts up to `rate`.
@@ -546,15 +618,18 @@ fn take_token(r: &mut Reporter, rate: u32, now: Instant) -> bool {
 /// Whether a datum received at `t` is still fresh at `now`: received at or
 /// after `now - stale` (one comparison; the writer asks it for every datum
 /// a publish reads).
-fn fresh_since(now: Instant, stale: Duration) -> impl Fn(Instant) -> bool + Copy {
-    let cutoff = now.checked_sub(stale);
-    move |t| cutoff.is_none_or(|c| t >= c)
+fn fresh_since(now: Tick, stale: Duration) -> impl Fn(Tick) -> bool + Copy {
+    let stale = u64::try_from(stale.as_nanos()).unwrap_or(u64::MAX);
+    let cutoff = now.0.get().checked_sub(stale);
+    move |t| cutoff.is_none_or(|c| t.0.get() >= c)
 }
 
 /// The median (a publish takes two per route it recomputes, and one per POP).
 /// Up to 32 values (one per reporter, as a rule) are sorted as integer keys
 /// in `f64::total_cmp`'s order, which is cheaper than comparing by it; more
-/// are selected.
+/// than 8 by a sorting network, which has no branch to mispredict (an
+/// insertion sort of 20 values was a tenth of the writer's time); more than
+/// 32 are selected.
 fn median(v: &mut [f64]) -> Option<f64> {
     let n = v.len();
     if n == 0 {
@@ -562,18 +637,46 @@ fn median(v: &mut [f64]) -> Option<f64> {
     }
     let odd = n % 2 == 1;
     if n <= 32 {
-        let mut keys = [0i64; 32];
+        // Padding sorts last: the first n keys are the values, in order.
+        let mut keys = [i64::MAX; 32];
         for (k, x) in keys.iter_mut().zip(v.iter()) {
             *k = total_key(*x);
         }
-        let keys = &mut keys[..n];
-        keys.sort_unstable();
+        match (n, keys.first_chunk_mut::<16>()) {
+            (..=8, _) => keys[..n].sort_unstable(),
+            (..=16, Some(first)) => odd_even_merge_sort(first),
+            _ => odd_even_merge_sort(&mut keys),
+        }
         let hi = from_total_key(keys[n / 2]);
         return Some(if odd { hi } else { (from_total_key(keys[n / 2 - 1]) + hi) / 2.0 });
     }
     let (below, mid, _) = v.select_nth_unstable_by(n / 2, f64::total_cmp);
     let hi = *mid;
     Some(if odd { hi } else { (below.iter().copied().max_by(f64::total_cmp).unwrap_or(hi) + hi) / 2.0 })
+}
+
+/// Batcher's odd-even merge sort of `N` (a power of two) keys: a fixed
+/// sequence of compare-exchanges, each a min and a max.
+fn odd_even_merge_sort<const N: usize>(a: &mut [i64; N]) {
+    let mut p = 1;
+    while p < N {
+        let mut k = p;
+        while k >= 1 {
+            let mut j = k % p;
+            while j + k < N {
+                for i in 0..k.min(N - j - k) {
+                    if (i + j) / (p * 2) == (i + j + k) / (p * 2) {
+                        let (x, y) = (a[i + j], a[i + j + k]);
+                        a[i + j] = x.min(y);
+                        a[i + j + k] = x.max(y);
+                    }
+                }
+                j += 2 * k;
+            }
+            k /= 2;
+        }
+        p *= 2;
+    }
 }
 
 /// An integer whose order is `f64::total_cmp`'s (the transform it applies).
@@ -639,15 +742,32 @@ mod tests {
 
     #[test]
     fn freshness_is_inclusive_of_the_stale_bound() {
-        let t0 = Instant::now();
+        let clock = Clock::default();
+        let tick = |ns: u64| clock.tick(clock.start + Duration::from_nanos(ns));
         let stale = Duration::from_secs(30);
-        let now = t0 + stale;
+        let (t0, now) = (tick(5), tick(5 + 30_000_000_000));
         let fresh = fresh_since(now, stale);
         assert!(fresh(t0), "exactly stale_after old is still fresh");
-        assert!(fresh(now) && fresh(now + Duration::from_secs(1)), "a datum from the future is fresh");
-        let older = t0.checked_sub(Duration::from_nanos(1)).expect("the clock is past its first nanosecond");
-        assert!(!fresh(older), "a nanosecond older is stale");
-        assert!(fresh_since(t0, Duration::MAX)(t0), "a bound before the clock's start keeps everything");
+        assert!(fresh(now) && fresh(tick(40_000_000_000)), "a datum from the future is fresh");
+        assert!(!fresh(tick(4)), "a nanosecond older is stale");
+        assert!(fresh_since(t0, stale)(tick(0)), "a bound before the clock's start keeps everything");
+        assert!(fresh_since(t0, Duration::MAX)(t0));
+    }
+
+    #[test]
+    fn ticks_keep_order_and_map_back() {
+        let clock = Clock::default();
+        let a = clock.start + Duration::from_millis(3);
+        let b = a + Duration::from_nanos(1);
+        assert!(clock.tick(a) < clock.tick(b));
+        assert_eq!(clock.instant(clock.tick(a)), a);
+        assert_eq!(
+            clock.tick(clock.start),
+            clock.tick(clock.start - Duration::from_secs(1)),
+            "before the start: its first tick"
+        );
+        assert_eq!(std::mem::size_of::<Option<View>>(), 32);
+        assert_eq!(std::mem::size_of::<Option<Measured>>(), 24);
     }
 
     #[test]
