@@ -512,8 +512,33 @@ impl Work {
             self.sweep(stale, now);
         }
         let fresh = fresh_since(self.clock.tick(now), stale);
-        let Scratch { mut loads, mut rtts, mut losses, mut touched } = std::mem::take(&mut self.scratch);
-        for id in std::mem::take(&mut self.dirty_pops) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        self.publish_pops(fresh, quorum, &mut scratch.loads);
+        self.publish_routes(snap.pops.len(), fresh, &mut scratch);
+        self.scratch = scratch;
+        self.generation += 1;
+        let table = self.table(snap.generation);
+        shared.quality.store(table);
+        shared.feed_stats.published.fetch_add(1, Ordering::Release);
+    }
+
+    /// The table to publish: the POP states, and the rows (shared with it,
+    /// not copied).
+    fn table(&self, config_generation: u64) -> Arc<Quality> {
+        Arc::new(Quality {
+            generation: self.generation,
+            config_generation,
+            pops: self.states.clone(),
+            routes: self.rows.clone(),
+        })
+    }
+
+    /// Every changed POP's state: health by quorum over its reporters' fresh
+    /// views, load their median.
+    fn publish_pops(&mut self, fresh: impl Fn(Tick) -> bool + Copy, quorum: Quorum, loads: &mut Vec<f64>) {
+        // Taken and given back, so its allocation is kept.
+        let dirty_pops = std::mem::take(&mut self.dirty_pops);
+        for &id in &dirty_pops {
             let Some(w) = self.pops.get_mut(id as usize) else { continue };
             w.dirty = false;
             let (mut seen, mut down) = (0u32, 0u32);
@@ -533,19 +558,26 @@ impl Work {
                 (_, Quorum::Count(k)) if down >= k => Health::Down,
                 _ => Health::Up,
             };
-            let st = PopState { health, load: median(&mut loads), drained: false, last_report_ms: w.last_report_ms };
+            let st = PopState { health, load: median(loads), drained: false, last_report_ms: w.last_report_ms };
             if let Some(slot) = self.states.get_mut(id as usize) {
                 *slot = st;
             }
         }
-        // Changed cells, grouped by row. A row is copied once, on write (the
-        // published table keeps the old one). Grouped by a hash of the group
-        // computed once per cell, not per comparison (that was a tenth of a publish).
+        self.dirty_pops = dirty_pops;
+        self.dirty_pops.clear();
+    }
+
+    /// Every changed route cell: the medians of its reporters' fresh values.
+    /// Cells are grouped by row, so a row is copied once, on write (the
+    /// published table keeps the old one); grouped by a hash of the group
+    /// computed once per cell, not per comparison (that was a tenth of a
+    /// publish).
+    fn publish_routes(&mut self, pops: usize, fresh: impl Fn(Tick) -> bool + Copy, scratch: &mut Scratch) {
+        let Scratch { rtts, losses, touched, .. } = scratch;
         touched.clear();
         touched.extend(self.dirty_routes.drain(..).map(|(i, g)| (crate::hash::key_of(&g), i, g)));
         touched.sort_unstable_by_key(|(h, i, _)| (*h, *i));
         touched.dedup();
-        let pops = snap.pops.len();
         let mut k = 0;
         while k < touched.len() {
             let g = touched[k].2;
@@ -563,7 +595,7 @@ impl Work {
                     }
                 }
                 if let Some(cell) = row.get_mut(i as usize) {
-                    *cell = match (median(&mut rtts), median(&mut losses)) {
+                    *cell = match (median(rtts), median(losses)) {
                         (Some(rtt_ms), Some(loss)) => Some(Route { rtt_ms, loss }),
                         _ => None,
                     };
@@ -573,15 +605,6 @@ impl Work {
                 self.rows.remove(&g);
             }
         }
-        self.scratch = Scratch { loads, rtts, losses, touched };
-        self.generation += 1;
-        shared.quality.store(Arc::new(Quality {
-            generation: self.generation,
-            config_generation: snap.generation,
-            pops: self.states.clone(),
-            routes: self.rows.clone(),
-        }));
-        shared.feed_stats.published.fetch_add(1, Ordering::Release);
     }
 }
 
