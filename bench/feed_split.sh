@@ -9,9 +9,7 @@
 #   bench/feed_split.sh                 # 3 rounds x 10 s, the repo's release build
 #   POPDNS=/path/to/popdns ROUNDS=5 bench/feed_split.sh
 set -euo pipefail
-BIN=${POPDNS:-}
 source "$(dirname "$0")/lib.sh"
-POPDNS=${BIN:-$POPDNS}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 DIR=$WORK/popdns

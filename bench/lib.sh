@@ -8,7 +8,7 @@ REPO=$(dirname "$BENCH")
 GEO=${GEO:-$(cd "$REPO/.." && pwd)/shared/geo}
 WORK=${WORK:-$BENCH/work}          # generated configs, workloads, binaries (git-ignored)
 PBENCH=$BENCH/tools/target/release/pbench
-POPDNS=$REPO/target/release/popdns
+POPDNS=${POPDNS:-$REPO/target/release/popdns}   # another build to measure: POPDNS=/path/to/popdns
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 
