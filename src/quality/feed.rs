@@ -567,7 +567,7 @@ mod tests {
         assert_eq!((out.pops.len(), out.routes.len()), (2, 1));
         // Plain until its last route's escaped group name: the plain reader
         // has handed on two elements when it gives up, serde_json reads it all.
-        let escaped = br#"{"ts":2,"pops":[{"id":"p3","load":0.5}],"routes":[{"pop":"p3","group":"a","rtt_ms":2},{"pop":"p4","group":"b","rtt_ms":3}]}"#;
+        let escaped = br#"{"ts":2,"pops":[{"id":"p3","load":0.5}],"routes":[{"pop":"p3","group":"a","rtt_ms":2},{"pop":"p4","group":"\u0062","rtt_ms":3}]}"#;
         assert_eq!(parse_into(escaped, ids, groups, &mut out), Ok((2, Ok(()))));
         let want = Report {
             ts: 2,
@@ -579,7 +579,9 @@ mod tests {
         };
         assert_eq!(out, want);
         // An unknown POP makes the body invalid, whichever reader read it.
-        for bad in [&br#"{"ts":3,"pops":[{"id":"x","up":true}]}"#[..], br#"{"ts":3,"pops":[{"id":"x","up":true}]}"#] {
+        for bad in
+            [&br#"{"ts":3,"pops":[{"id":"x","up":true}]}"#[..], br#"{"ts":3,"pops":[{"id":"\u0078","up":true}]}"#]
+        {
             assert_eq!(parse_into(bad, ids, groups, &mut out), Ok((3, Err(Drop::Invalid))));
         }
         assert_eq!(parse_into(first, ids, groups, &mut out), Ok((1, Ok(()))));

@@ -10,8 +10,9 @@
 //! the table on time even when no datagram arrives, and when the config is
 //! reloaded (POP ids may have moved).
 //!
-//! Route data is keyed by the current snapshot's POP index and group, and
-//! keeps the names it was reported under so a reload can map it again.
+//! Route data is keyed by the current snapshot's POP index and group; a
+//! reload maps it again by the names those had in the snapshot it was keyed
+//! by.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::num::NonZeroU64;
