@@ -91,11 +91,15 @@ const PUBLISH_GAP: Duration = Duration::from_millis(5);
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
 /// The writer: an OS thread, not a task. It sleeps in poll(2) on the feed
-/// socket and its wake-up pair; during the publish gap it watches only the
-/// wake-up pair, so the reports arriving meanwhile wait in the socket buffer
-/// instead of waking it one by one (as an event loop's edge-triggered
-/// readiness did: a wake-up per datagram, each one preempting the query
-/// worker that shares the core).
+/// socket and its wake-up pair; during the publish gap it just sleeps, so the
+/// reports arriving meanwhile wait in the socket buffer instead of waking it
+/// one by one (as an event loop's edge-triggered readiness did: a wake-up per
+/// datagram, each one preempting the query worker that shares the core).
+/// poll(2) on the wake-up pair alone in the gap took 10.5% of the writer's
+/// time under (e), the sleep 8.6%. Nothing is missed meanwhile: shutdown is
+/// seen when the gap ends (under 5 ms), a reload with the next report (which
+/// is verified against the new snapshot and remaps the data) or, if none
+/// comes, by poll(2) on the wake-up pair once the gap is over.
 fn run(sock: UdpSocket, wake: UnixDatagram, shared: Arc<Shared>) {
     let mut work = Work::default();
     let mut buf = vec![0u8; 65536];
@@ -107,7 +111,13 @@ fn run(sock: UdpSocket, wake: UnixDatagram, shared: Arc<Shared>) {
         let gap_end = last_publish.map(|t| t + PUBLISH_GAP).filter(|t| *t > now);
         let sweep = work.sweep_at(stale);
         let deadline = [gap_end, sweep].into_iter().flatten().min();
-        let (woken, readable) = wait(&wake, gap_end.is_none().then_some(&sock), deadline);
+        let (woken, readable) = match (gap_end, deadline) {
+            (Some(_), Some(d)) => {
+                std::thread::sleep(d.saturating_duration_since(now));
+                (false, false)
+            }
+            _ => wait(&wake, Some(&sock), deadline),
+        };
         if woken {
             while wake.recv(&mut [0u8; 8]).is_ok() {}
         }
