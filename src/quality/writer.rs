@@ -116,7 +116,7 @@ fn run(sock: UdpSocket, wake: UnixDatagram, shared: Arc<Shared>) {
                 std::thread::sleep(d.saturating_duration_since(now));
                 (false, false)
             }
-            _ => wait(&wake, Some(&sock), deadline),
+            _ => wait(&wake, &sock, deadline),
         };
         if woken {
             while wake.recv(&mut [0u8; 8]).is_ok() {}
@@ -149,16 +149,16 @@ fn run(sock: UdpSocket, wake: UnixDatagram, shared: Arc<Shared>) {
     }
 }
 
-/// Sleep until the wake-up pair or (when given) the socket is readable, or
-/// the deadline. Returns (woken, socket readable).
-fn wait(wake: &UnixDatagram, sock: Option<&UdpSocket>, deadline: Option<Instant>) -> (bool, bool) {
+/// Sleep until the wake-up pair or the socket is readable, or the
+/// deadline. Returns (woken, socket readable).
+fn wait(wake: &UnixDatagram, sock: &UdpSocket, deadline: Option<Instant>) -> (bool, bool) {
     let mut fds = [
         libc::pollfd { fd: wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        libc::pollfd { fd: sock.map_or(-1, |s| s.as_raw_fd()), events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
     ];
     let sleep = deadline.map_or(MAX_SLEEP, |d| d.saturating_duration_since(Instant::now()).min(MAX_SLEEP));
     let ts = libc::timespec { tv_sec: sleep.as_secs() as libc::time_t, tv_nsec: sleep.subsec_nanos() as libc::c_long };
-    // SAFETY: `fds` and `ts` are valid for the call; a negative fd is ignored by ppoll.
+    // SAFETY: `fds` and `ts` are valid for the call.
     let n = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &ts, std::ptr::null()) };
     if n <= 0 {
         return (false, false); // the deadline, or EINTR: the loop looks again
