@@ -426,36 +426,29 @@ mod plain {
 
         /// `{ "key": value, ... }`, each value read by `field`.
         fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
-            self.eat(b'{')?;
-            if self.eat(b'}').is_some() {
-                return Some(());
-            }
-            loop {
-                let key = self.string()?;
-                self.eat(b':')?;
-                field(self, key)?;
-                match self.peek()? {
-                    b',' => self.i += 1,
-                    b'}' => {
-                        self.i += 1;
-                        return Some(());
-                    }
-                    _ => return None,
-                }
-            }
+            self.list(b'{', b'}', |c| {
+                let key = c.string()?;
+                c.eat(b':')?;
+                field(c, key)
+            })
         }
 
         /// `[ item, ... ]`, each item read by `item`.
-        fn array(&mut self, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-            self.eat(b'[')?;
-            if self.eat(b']').is_some() {
+        fn array(&mut self, item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+            self.list(b'[', b']', item)
+        }
+
+        /// `open item, ... close` (maybe empty), each item read by `item`.
+        fn list(&mut self, open: u8, close: u8, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+            self.eat(open)?;
+            if self.eat(close).is_some() {
                 return Some(());
             }
             loop {
                 item(self)?;
                 match self.peek()? {
                     b',' => self.i += 1,
-                    b']' => {
+                    b if b == close => {
                         self.i += 1;
                         return Some(());
                     }
