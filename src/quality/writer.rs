@@ -240,14 +240,51 @@ struct PopWork {
     dirty: bool,
 }
 
-/// Everything reported on one (POP, group). A reload maps it again by the
-/// names of its key in the keyed snapshot (`Work::pop_names`, `Work::isps`).
+/// Everything reported on one (POP, group).
 #[derive(Debug, Default)]
 struct RouteEntry {
     /// Indexed by reporter: a report writes its slot without a search.
     by: Vec<Option<Measured>>,
-    /// Listed in `Work::dirty_routes`.
+    /// Listed in its group's `dirty`.
     dirty: bool,
+}
+
+/// Everything reported on one client group, by POP. A report finds its
+/// cell with one lookup of the group (there are a few hundred at most, so
+/// that map stays cached) and an index; a publish walks the changed cells
+/// group by group and copies each published row once. A map keyed by
+/// (POP, group) cost a cache-cold probe per route a report named and again
+/// per cell a publish recomputed, and a sort to group the cells by row.
+/// A reload maps it again by the names of its key and POPs in the keyed
+/// snapshot (`Work::pop_names`, `Work::isps`).
+#[derive(Debug)]
+struct GroupWork {
+    key: GroupKey,
+    /// By the keyed snapshot's POP index.
+    cells: Vec<RouteEntry>,
+    /// POP indices of the cells changed since the last publish; the group
+    /// is in `Work::dirty_groups` while this is not empty.
+    dirty: Vec<u16>,
+}
+
+impl GroupWork {
+    fn new(key: GroupKey, pops: usize) -> Self {
+        GroupWork { key, cells: (0..pops).map(|_| RouteEntry::default()).collect(), dirty: Vec::new() }
+    }
+
+    /// Mark cell `pop` for the next publish; true if the group was clean.
+    fn mark(&mut self, pop: u16) -> bool {
+        let was_clean = self.dirty.is_empty();
+        if let Some(e) = self.cells.get_mut(pop as usize).filter(|e| !e.dirty) {
+            e.dirty = true;
+            self.dirty.push(pop);
+        }
+        was_clean && !self.dirty.is_empty()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.cells.iter().all(|e| e.by.iter().all(Option::is_none))
+    }
 }
 
 /// The writer's maps: keyed by names from authenticated reports only, so the
@@ -273,7 +310,9 @@ struct Work {
     /// again after a reload.
     pop_names: Vec<String>,
     isps: IspMap,
-    routes: Map<(u16, GroupKey), RouteEntry>,
+    /// Route data, a `GroupWork` per group reported; `group_ix` finds it.
+    groups: Vec<GroupWork>,
+    group_ix: Map<GroupKey, u32>,
     /// The POP states and rows of the last publish (rows shared with it).
     states: Vec<PopState>,
     rows: RouteRows,
@@ -281,7 +320,7 @@ struct Work {
     scratch: Scratch,
     /// What changed since the last publish: only that is recomputed.
     dirty_pops: Vec<u16>,
-    dirty_routes: Vec<(u16, GroupKey)>,
+    dirty_groups: Vec<u32>,
     /// When the oldest fresh datum expires (the next sweep).
     next_expiry: Option<Instant>,
     last_sweep: Option<Instant>,
@@ -297,8 +336,6 @@ struct Scratch {
     loads: Vec<f64>,
     rtts: Vec<f64>,
     losses: Vec<f64>,
-    /// Changed route cells: (hash of the group, POP index, group).
-    touched: Vec<(u64, u16, GroupKey)>,
 }
 
 impl Work {
@@ -401,15 +438,19 @@ impl Work {
         let slot = reporter as usize;
         for rt in &r.routes {
             self.touch_pop(rt.pop, r.ts);
-            let key = (rt.pop.0, rt.group);
-            let route = self.routes.entry(key).or_default();
-            if route.by.len() <= slot {
-                route.by.resize(slot + 1, None);
+            let pops = self.pops.len();
+            let gi = *self.group_ix.entry(rt.group).or_insert_with(|| {
+                self.groups.push(GroupWork::new(rt.group, pops));
+                (self.groups.len() - 1) as u32
+            });
+            let g = &mut self.groups[gi as usize];
+            let Some(cell) = g.cells.get_mut(rt.pop.0 as usize) else { continue };
+            if cell.by.len() <= slot {
+                cell.by.resize(slot + 1, None);
             }
-            route.by[slot] = Some(Measured { rtt_ms: rt.rtt_ms, loss: rt.loss, at: now });
-            if !route.dirty {
-                route.dirty = true;
-                self.dirty_routes.push(key);
+            cell.by[slot] = Some(Measured { rtt_ms: rt.rtt_ms, loss: rt.loss, at: now });
+            if g.mark(rt.pop.0) {
+                self.dirty_groups.push(gi);
             }
         }
     }
@@ -441,16 +482,32 @@ impl Work {
         pops.iter_mut().for_each(|w| w.dirty = true);
         self.dirty_pops = (0..pops.len()).map(|i| i as u16).collect();
         self.pops = pops;
-        for ((pop, group), mut e) in std::mem::take(&mut self.routes) {
-            let name = self.pop_names.get(pop as usize).and_then(|n| snap.pops.find(n));
-            if let (Some(id), Some(g)) = (name, GroupKey::parse(&group.display(&self.isps), &snap.isps)) {
-                e.dirty = true;
-                self.routes.insert((id.0, g), e);
+        self.group_ix.clear();
+        self.dirty_groups.clear();
+        for old in std::mem::take(&mut self.groups) {
+            let Some(key) = GroupKey::parse(&old.key.display(&self.isps), &snap.isps) else { continue };
+            let mut g = GroupWork::new(key, snap.pops.len());
+            for (name, e) in self.pop_names.iter().zip(old.cells) {
+                if let Some(slot) = snap.pops.find(name).and_then(|id| g.cells.get_mut(id.0 as usize)) {
+                    *slot = e;
+                    slot.dirty = false;
+                }
+            }
+            for i in 0..g.cells.len() {
+                if g.cells[i].by.iter().any(Option::is_some) {
+                    g.mark(i as u16);
+                }
+            }
+            let gi = *self.group_ix.entry(key).or_insert(self.groups.len() as u32);
+            match self.groups.get_mut(gi as usize) {
+                Some(slot) => *slot = g, // two old groups now one: the later wins
+                None => self.groups.push(g),
             }
         }
+        self.dirty_groups =
+            (0..self.groups.len() as u32).filter(|&i| !self.groups[i as usize].dirty.is_empty()).collect();
         self.pop_names = snap.pops.list.iter().map(|p| p.id.clone()).collect();
         self.isps = snap.isps.clone();
-        self.dirty_routes = self.routes.keys().copied().collect();
         self.rows.clear();
         self.states = vec![PopState::default(); snap.pops.len()];
     }
@@ -479,25 +536,50 @@ impl Work {
                 self.dirty_pops.push(i as u16);
             }
         }
-        for (key, e) in self.routes.iter_mut() {
-            let mut expired = false;
-            for slot in e.by.iter_mut() {
-                let Some(m) = slot else { continue };
-                if fresh(m.at) {
-                    note(m.at);
-                } else {
-                    *slot = None;
-                    expired = true;
+        for (gi, g) in self.groups.iter_mut().enumerate() {
+            for i in 0..g.cells.len() {
+                let mut expired = false;
+                for slot in g.cells[i].by.iter_mut() {
+                    let Some(m) = slot else { continue };
+                    if fresh(m.at) {
+                        note(m.at);
+                    } else {
+                        *slot = None;
+                        expired = true;
+                    }
+                }
+                if expired && g.mark(i as u16) {
+                    self.dirty_groups.push(gi as u32);
                 }
             }
-            if expired && !e.dirty {
-                e.dirty = true;
-                self.dirty_routes.push(*key);
-            }
         }
-        self.routes.retain(|_, e| e.by.iter().any(Option::is_some));
+        self.forget_empty_groups();
         self.next_expiry = oldest.map(|t| self.clock.instant(t) + stale + Duration::from_millis(1));
         self.last_sweep = Some(now);
+    }
+
+    /// Drop the groups left without data once their rows are published
+    /// (not while they wait in `dirty_groups`): indices move, so the map and
+    /// the dirty list are renumbered.
+    fn forget_empty_groups(&mut self) {
+        let gone = |g: &GroupWork| g.dirty.is_empty() && g.is_empty();
+        if !self.groups.iter().any(gone) {
+            return;
+        }
+        let mut renumber = vec![u32::MAX; self.groups.len()];
+        let mut kept = Vec::with_capacity(self.groups.len());
+        for (i, g) in std::mem::take(&mut self.groups).into_iter().enumerate() {
+            if !gone(&g) {
+                renumber[i] = kept.len() as u32;
+                kept.push(g);
+            }
+        }
+        self.groups = kept;
+        self.group_ix.retain(|_, i| {
+            *i = renumber[*i as usize];
+            *i != u32::MAX
+        });
+        self.dirty_groups.iter_mut().for_each(|i| *i = renumber[*i as usize]);
     }
 
     /// When to sweep next: the oldest datum's expiry, but not more often than
@@ -579,31 +661,23 @@ impl Work {
     }
 
     /// Every changed route cell: the medians of its reporters' fresh values.
-    /// Cells are grouped by row, so a row is copied once, on write (the
-    /// published table keeps the old one); grouped by a hash of the group
-    /// computed once per cell, not per comparison (that was a tenth of a
-    /// publish).
+    /// Group by group, so a row is copied once, on write (the published
+    /// table keeps the old one).
     fn publish_routes(&mut self, pops: usize, fresh: impl Fn(Tick) -> bool + Copy, scratch: &mut Scratch) {
-        let Scratch { rtts, losses, touched, .. } = scratch;
-        touched.clear();
-        touched.extend(self.dirty_routes.drain(..).map(|(i, g)| (crate::hash::key_of(&g), i, g)));
-        touched.sort_unstable_by_key(|(h, i, _)| (*h, *i));
-        touched.dedup();
-        let mut k = 0;
-        while k < touched.len() {
-            let g = touched[k].2;
-            let row = Arc::make_mut(self.rows.entry(g).or_insert_with(|| vec![None; pops].into()));
-            while k < touched.len() && touched[k].2 == g {
-                let i = touched[k].1;
-                k += 1;
+        let Scratch { rtts, losses, .. } = scratch;
+        // Taken and given back, so its allocation is kept.
+        let dirty_groups = std::mem::take(&mut self.dirty_groups);
+        for &gi in &dirty_groups {
+            let Some(g) = self.groups.get_mut(gi as usize) else { continue };
+            let row = Arc::make_mut(self.rows.entry(g.key).or_insert_with(|| vec![None; pops].into()));
+            for &i in &g.dirty {
+                let Some(e) = g.cells.get_mut(i as usize) else { continue };
+                e.dirty = false;
                 rtts.clear();
                 losses.clear();
-                if let Some(e) = self.routes.get_mut(&(i, g)) {
-                    e.dirty = false;
-                    for m in e.by.iter().flatten().filter(|m| fresh(m.at)) {
-                        rtts.push(m.rtt_ms);
-                        losses.push(m.loss);
-                    }
+                for m in e.by.iter().flatten().filter(|m| fresh(m.at)) {
+                    rtts.push(m.rtt_ms);
+                    losses.push(m.loss);
                 }
                 if let Some(cell) = row.get_mut(i as usize) {
                     *cell = match (median(rtts), median(losses)) {
@@ -612,10 +686,13 @@ impl Work {
                     };
                 }
             }
+            g.dirty.clear();
             if row.iter().all(Option::is_none) {
-                self.rows.remove(&g);
+                self.rows.remove(&g.key);
             }
         }
+        self.dirty_groups = dirty_groups;
+        self.dirty_groups.clear();
     }
 }
 
@@ -802,6 +879,64 @@ mod tests {
         );
         assert_eq!(std::mem::size_of::<Option<View>>(), 32);
         assert_eq!(std::mem::size_of::<Option<Measured>>(), 24);
+    }
+
+    /// The shipped demo reporter's report at `ms` (Unix ms), routes only.
+    fn demo_report(ms: u64, routes: &str) -> Vec<u8> {
+        let key = feed::decode_hex("64656d6f2d6b65792d646f2d6e6f742d7573652d696e2d70726f64756374696f6e").unwrap();
+        feed::encode("demo-probe", &key, format!(r#"{{"ts": {ms}, "routes": [{routes}]}}"#).as_bytes())
+    }
+
+    fn route(pop: &str, group: &str, rtt: f64) -> String {
+        format!(r#"{{"pop": "{pop}", "group": "{group}", "rtt_ms": {rtt}, "loss": 0}}"#)
+    }
+
+    #[test]
+    fn an_expired_group_leaves_and_the_others_keep_their_data() {
+        let snap = crate::testing::demo();
+        let stale = snap.feed.as_ref().unwrap().stale_after;
+        let (zj, de) = ("CN-ZJ/chinatelecom", "DE");
+        let fra = snap.pops.find("de-fra-1").unwrap().0 as usize;
+        let (mut w, mut scratch) = (Work::default(), Scratch::default());
+        let (t0, ms0) = (Instant::now(), feed::now_ms());
+        let at = |s: u64| (t0 + Duration::from_secs(s), ms0 + s * 1000);
+        let apply = |w: &mut Work, s: u64, routes: &[String]| {
+            let (t, ms) = at(s);
+            w.verify_and_apply(&demo_report(ms, &routes.join(",")), &snap, t, ms).unwrap();
+        };
+        let mut publish = |w: &mut Work, s: u64| {
+            let (t, _) = at(s);
+            if w.sweep_at(stale).is_some_and(|due| due <= t) {
+                w.sweep(stale, t);
+            }
+            w.publish_routes(snap.pops.len(), fresh_since(w.clock.tick(t), stale), &mut scratch);
+        };
+        let rtt = |w: &Work, g: &str| {
+            let key = GroupKey::parse(g, &snap.isps).unwrap();
+            w.rows.get(&key).and_then(|row| row[fra]).map(|r| r.rtt_ms)
+        };
+        let cn = "CN";
+        apply(&mut w, 0, &[route("de-fra-1", zj, 30.0), route("de-fra-1", de, 5.0)]);
+        publish(&mut w, 0);
+        assert_eq!((rtt(&w, zj), rtt(&w, de)), (Some(30.0), Some(5.0)));
+        apply(&mut w, 10, &[route("de-fra-1", cn, 20.0)]);
+        apply(&mut w, 30, &[route("de-fra-1", de, 7.0)]);
+        publish(&mut w, 30);
+        // 35 s: ZJ's measurement is stale; its row goes, the others stay.
+        publish(&mut w, 35);
+        assert_eq!((rtt(&w, zj), rtt(&w, cn), rtt(&w, de)), (None, Some(20.0), Some(7.0)));
+        assert_eq!(w.groups.len(), 3, "published empty, forgotten at the next sweep");
+        // 41 s: CN expires (and waits to be published) while ZJ is forgotten,
+        // so both move down an index; DE still takes reports.
+        publish(&mut w, 41);
+        assert_eq!((rtt(&w, zj), rtt(&w, cn), rtt(&w, de)), (None, None, Some(7.0)));
+        assert_eq!(w.groups.len(), 2);
+        apply(&mut w, 42, &[route("de-fra-1", de, 9.0)]);
+        publish(&mut w, 42);
+        assert_eq!((rtt(&w, zj), rtt(&w, cn), rtt(&w, de)), (None, None, Some(9.0)));
+        apply(&mut w, 43, &[route("de-fra-1", zj, 12.0)]);
+        publish(&mut w, 43);
+        assert_eq!((rtt(&w, zj), rtt(&w, de)), (Some(12.0), Some(9.0)), "a forgotten group comes back");
     }
 
     #[test]
