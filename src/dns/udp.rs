@@ -262,8 +262,12 @@ fn worker(sock: UdpSocket, shared: Arc<Shared>) {
             let (slot, query) =
                 (&mut b.outbuf[k * b.out_len..][..FIT.min(b.out_len)], &b.inbuf[i][..b.in_msgs[i].msg_len as usize]);
             let peer = peer_ip(&b.names[i])?;
-            contained(&shared, &mut scratch, |s| answer(&snap, &quality, s, query, peer, Transport::Udp, slot))
-                .map(|r| r.0)
+            let (len, summary) =
+                contained(&shared, &mut scratch, |s| answer(&snap, &quality, s, query, peer, Transport::Udp, slot))?;
+            if summary.truncated {
+                shared.stats.truncated.fetch_add(1, Ordering::Relaxed); // the query itself was counted when first answered
+            }
+            Some(len)
         };
         send_all(fd, &mut b, out, refit, |_| {
             shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
