@@ -6,12 +6,17 @@
 # /proc/PID/task/*/stat. Prints per round: (c) and (e) per core, the feed
 # writer thread's ticks during (e), and (e) per core without the writer.
 #
+# With QPS set, dnsperf offers that rate (-Q) in both runs, so (c) and (e)
+# compare at the same load instead of at what one dnsperf reaches in each.
+#
 #   bench/feed_split.sh                 # 3 rounds x 10 s, the repo's release build
 #   POPDNS=/path/to/popdns ROUNDS=5 bench/feed_split.sh
+#   QPS=80000 bench/feed_split.sh       # both at a fixed 80k queries/s
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
+QPS=${QPS:-}
 DIR=$WORK/popdns
 [ -f "$DIR/popdns.yaml" ] && [ -f "$WORK/data/c.bin" ] || die "run bench/run.sh once first (it writes $DIR and $WORK/data)"
 PORT=$(sed -n 's/.*dns: \["127.0.0.1:\([0-9]*\)"\].*/\1/p' "$DIR/popdns.yaml")
@@ -31,7 +36,7 @@ writer() {
 }
 queries() {
     taskset -c "$CLIENT_CPU" dnsperf -B -d "$WORK/data/c.bin" -s 127.0.0.1 -p "$PORT" -l "$DURATION" \
-        -q 300 -b 4096 -t 1 2>&1 | awk '/Queries completed/{print $3}'
+        -q 300 -b 4096 -t 1 ${QPS:+-Q "$QPS"} 2>&1 | awk '/Queries completed/{print $3}'
 }
 echo "round  (c)/core  (e)/core  (e)/(c)  writer ticks  writer core  (e)/core without writer"
 for r in $(seq 1 "$ROUNDS"); do
