@@ -336,12 +336,16 @@ mod tests {
         assert_eq!(contained(&shared, &mut scratch, |s| Some(s.cache.is_some())), Some(true));
     }
 
-    /// A batch of three answers to `to`, the middle one larger than any UDP
+    /// A receiving socket, a worker's socket, and a batch of three answers
+    /// from the second to the first, the middle one larger than any UDP
     /// datagram (the kernel refuses it with EMSGSIZE, as it refuses a DF
     /// answer over the interface MTU).
-    fn three_answers(to: SocketAddr) -> Box<Batch> {
+    fn three_answers() -> (UdpSocket, UdpSocket, Box<Batch>) {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let tx = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
         let mut b = Batch::new(70_000);
-        let name = socket2::SockAddr::from(to);
+        let name = socket2::SockAddr::from(rx.local_addr().unwrap());
         for (k, len) in [100usize, 70_000, 100].into_iter().enumerate() {
             // SAFETY: a sockaddr_storage holds any socket address.
             unsafe {
@@ -355,7 +359,7 @@ mod tests {
             b.outbuf[k * b.out_len] = k as u8 + 1;
             b.stage(k, k, len);
         }
-        b
+        (rx, tx, b)
     }
 
     fn received(rx: &UdpSocket) -> Vec<(u8, usize)> {
@@ -369,10 +373,7 @@ mod tests {
 
     #[test]
     fn a_refused_answer_is_refitted_and_the_rest_of_the_batch_still_goes() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-        let tx = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
-        let mut b = three_answers(rx.local_addr().unwrap());
+        let (rx, tx, mut b) = three_answers();
         let (mut refits, mut drops) = (Vec::new(), Vec::new());
         send_all(
             tx.as_raw_fd(),
@@ -390,10 +391,7 @@ mod tests {
 
     #[test]
     fn an_answer_that_cannot_be_refitted_is_dropped_alone() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-        let tx = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
-        let mut b = three_answers(rx.local_addr().unwrap());
+        let (rx, tx, mut b) = three_answers();
         let mut drops = Vec::new();
         // Refitted to a size the kernel still refuses: tried once, then dropped.
         send_all(tx.as_raw_fd(), &mut b, 3, |_, _| Some(69_000), |k| drops.push(k));
