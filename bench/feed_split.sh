@@ -23,6 +23,7 @@ PORT=$(sed -n 's/.*dns: \["127.0.0.1:\([0-9]*\)"\].*/\1/p' "$DIR/popdns.yaml")
 FEED=$(sed -n 's/.*feed: "\(127.0.0.1:[0-9]*\)".*/\1/p' "$DIR/popdns.yaml")
 cd "$DIR"
 trap stop_all EXIT
+park_kthreads
 start_server popdns "$PORT" "$DIR/log" "$POPDNS" serve -c "$DIR/popdns.yaml" || die "popdns did not start"
 PID=${SERVER_PID[popdns]}
 HZ=$(getconf CLK_TCK)

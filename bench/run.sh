@@ -25,6 +25,8 @@ FEED_RATE=${FEED_RATE:-50}
 MAX_FOREIGN=${MAX_FOREIGN:-0.15}     # cores of foreign CPU (or steal) above which a run is redone once
 RETRIES=${RETRIES:-1}                # redo a noisy run this many times (the last try is kept whatever its noise)
 QUIET_TIMEOUT=${QUIET_TIMEOUT:-30}   # seconds to wait for a quiet machine before a run (then run anyway)
+LAT_MAX_STEAL=${LAT_MAX_STEAL:-0.004} # cores of steal above which a latency run is redone (p99 follows steal)
+LAT_RETRIES=${LAT_RETRIES:-3}        # redo a latency run with more steal this many times (the last try is kept)
 DEFAULT_POP=${DEFAULT_POP:-us-east-1} # what the static peers (and gdnsd/Knot for unlocated clients) answer
 DNSPERF_SAT=${DNSPERF_SAT:--q 300 -b 4096 -t 1}
 PERF=${PERF:-0}                      # 1: perf record popdns under (c) after the rounds
@@ -314,7 +316,10 @@ versions() {
         echo "host: $(uname -srm); $(nproc --all) CPUs; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
         echo "popdns: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)$(cd "$REPO" && git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' (+ uncommitted changes in src/)')"
         echo "packages: $(dpkg-query -W -f '${Package} ${Version}; ' dnsperf gdnsd knot knot-module-geoip nsd pdns-server pdns-backend-geoip 2>/dev/null)"
-        echo "settings: ROUNDS=$ROUNDS DURATION=$DURATION LAT_DURATION=$LAT_DURATION LAT_QPS=$LAT_QPS N24=$N24 SERVERS='$SERVERS' WORKLOADS='$WORKLOADS' LAT_WORKLOADS='$LAT_WORKLOADS' FEED=${FEED_REPORTERS}x${FEED_RATE}/s DEFAULT_POP=$DEFAULT_POP"
+        local k parked=()
+        for k in "${!PARKED_KTHREADS[@]}"; do parked+=("$(cat "/proc/$k/comm" 2>/dev/null || echo "$k")"); done
+        echo "kernel threads parked on CPU $CLIENT_CPU: ${parked[*]:-none}"
+        echo "settings: ROUNDS=$ROUNDS DURATION=$DURATION LAT_DURATION=$LAT_DURATION LAT_QPS=$LAT_QPS LAT_MAX_STEAL=$LAT_MAX_STEAL LAT_RETRIES=$LAT_RETRIES N24=$N24 SERVERS='$SERVERS' WORKLOADS='$WORKLOADS' LAT_WORKLOADS='$LAT_WORKLOADS' FEED=${FEED_REPORTERS}x${FEED_RATE}/s DEFAULT_POP=$DEFAULT_POP"
     } >"$OUT/versions.txt"
 }
 
@@ -326,19 +331,25 @@ measure() {
     local extra=()
     while [ $# -gt 0 ] && [ "$1" != -- ]; do extra+=("$1"); shift; done
     shift
-    local raw="$OUT/raw/r$r-$w-$s-$mode.txt" try=0 rc
+    local raw="$OUT/raw/r$r-$w-$s-$mode.txt" try=0 rc retries=$RETRIES
+    local limits=(--max-foreign "$MAX_FOREIGN") quiet=(--threshold "$MAX_FOREIGN")
+    if [ "$mode" = lat ]; then
+        retries=$LAT_RETRIES
+        limits+=(--max-steal "$LAT_MAX_STEAL")
+        quiet+=(--max-steal "$LAT_MAX_STEAL")
+    fi
     while :; do
-        local noisy=(--max-foreign "$MAX_FOREIGN")
-        [ $try -lt "$RETRIES" ] && noisy+=(--discard-noisy)
+        local noisy=("${limits[@]}")
+        [ $try -lt "$retries" ] && noisy+=(--discard-noisy)
         printf '  r%s %-2s %-7s %-3s ' "$r" "$w" "$s" "$mode" >&2
         rc=0
         "$PBENCH" measure --pid "${SERVER_PID[$s]}" --out "$raw" --jsonl "$RESULTS" \
             --tag "server=$s" --tag "workload=$w" --tag "round=$r" --tag "mode=$mode" \
             "${noisy[@]}" "${extra[@]}" -- dnsperf "$@" >&2 || rc=$?
-        if [ $rc = 3 ] && [ $try -lt "$RETRIES" ]; then
+        if [ $rc = 3 ] && [ $try -lt "$retries" ]; then
             try=$((try + 1))
             log "noisy run, waiting for quiet and redoing it"
-            "$PBENCH" quiet --threshold "$MAX_FOREIGN" --timeout $((QUIET_TIMEOUT * 2))
+            "$PBENCH" quiet "${quiet[@]}" --timeout $((QUIET_TIMEOUT * 2))
             continue
         fi
         [ $rc = 0 ] || [ $rc = 3 ] || log "meter failed (rc $rc) for $s/$w"
@@ -365,7 +376,7 @@ one_workload() {
         measure "$s" "$w" "$r" sat -- "${sat[@]}"
     fi
     if [[ " $LAT_WORKLOADS " == *" $w "* ]]; then
-        "$PBENCH" quiet --threshold "$MAX_FOREIGN" --timeout "$QUIET_TIMEOUT" --window "$PAUSE"
+        "$PBENCH" quiet --threshold "$MAX_FOREIGN" --max-steal "$LAT_MAX_STEAL" --timeout "$QUIET_TIMEOUT" --window "$PAUSE"
         measure "$s" "$w" "$r" lat --latency -- -B -d "$in" -s 127.0.0.1 -p "$port" -l "$LAT_DURATION" -Q "$LAT_QPS" -t 1 -v
     fi
 }
@@ -432,7 +443,7 @@ if [ "$PERF" = 1 ] && [[ " $SERVERS " == *" popdns "* ]]; then
     fi
 fi
 
-"$PBENCH" report --results "$RESULTS" | tee "$OUT/table.md"
+"$PBENCH" report --results "$RESULTS" --lat-max-steal "$LAT_MAX_STEAL" | tee "$OUT/table.md"
 echo
 echo "startup (time to first answer, RSS and peak RSS at that moment):"
 cat "$OUT/startup.txt"

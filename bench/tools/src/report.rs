@@ -176,7 +176,7 @@ pub fn run(a: &Args) -> Result<(), String> {
         let _ = writeln!(o, "| {} |", row.join(" | "));
     }
 
-    head_to_head(&mut o, &runs, &servers);
+    head_to_head(&mut o, &runs, &servers, a.get("lat-max-steal", 0.004)?);
 
     let _ = writeln!(
         o,
@@ -239,7 +239,7 @@ pub fn run(a: &Args) -> Result<(), String> {
 /// popdns against each peer round by round, on the figures the targets name:
 /// the per-core ratio on (c), (e) against (c), and p99 at the fixed load.
 /// Rounds are paired because drift between rounds moves every server alike.
-fn head_to_head(o: &mut String, runs: &[Run], servers: &[String]) {
+fn head_to_head(o: &mut String, runs: &[Run], servers: &[String], lat_max_steal: f64) {
     let by_round = |s: &str, w: &str, mode: &str, f: &dyn Fn(&Run) -> Option<f64>| -> BTreeMap<String, f64> {
         runs.iter()
             .filter(|r| r.server == s && r.workload == w && r.mode == mode)
@@ -262,6 +262,10 @@ fn head_to_head(o: &mut String, runs: &[Run], servers: &[String]) {
     };
     let per_core = |r: &Run| r.per_core();
     let p99 = |r: &Run| r.f("lat_p99_us");
+    let steal = |r: &Run| Some(r.f("steal_s")? / r.f("elapsed_s")?);
+    // p99 where the hypervisor took (almost) nothing from the window: steal
+    // is what moves a 5 s window's p99 by milliseconds, whichever server runs.
+    let quiet_p99 = |r: &Run| p99(r).filter(|_| steal(r).is_some_and(|x| x <= lat_max_steal));
     let has = |s: &str| servers.iter().any(|x| x == s);
     let popdns = |w: &str| by_round("popdns", w, "sat", &per_core);
     let peer = |s: &str, w: &str| by_round(s, w, "sat", &per_core);
@@ -284,6 +288,13 @@ fn head_to_head(o: &mut String, runs: &[Run], servers: &[String]) {
     if has("gdnsd") {
         let lat = |s: &str| by_round(s, "c", "lat", &p99);
         rows.extend(line("(f) p99, popdns / gdnsd", paired(&lat("popdns"), &lat("gdnsd")), 1.0, false));
+        let quiet = |s: &str| by_round(s, "c", "lat", &quiet_p99);
+        rows.extend(line(
+            &format!("(f) p99, popdns / gdnsd, rounds where both saw steal <= {lat_max_steal:.3} cores"),
+            paired(&quiet("popdns"), &quiet("gdnsd")),
+            1.0,
+            false,
+        ));
     }
     if rows.is_empty() {
         return;
@@ -305,6 +316,16 @@ fn head_to_head(o: &mut String, runs: &[Run], servers: &[String]) {
             (!v.is_empty()).then(|| format!("{s} {:.2}%", v.iter().sum::<f64>() / v.len() as f64 * 100.0))
         })
         .collect();
+    let stolen: Vec<String> = servers
+        .iter()
+        .filter_map(|s| {
+            let v: Vec<String> = by_round(s, "c", "lat", &steal).values().map(|x| format!("{x:.3}")).collect();
+            (!v.is_empty()).then(|| format!("{s} {}", v.join(" ")))
+        })
+        .collect();
+    if !stolen.is_empty() {
+        let _ = writeln!(o, "\nSteal during the kept (c) latency runs, cores, round by round: {}", stolen.join("; "));
+    }
     if !over.is_empty() {
         let _ = writeln!(
             o,
