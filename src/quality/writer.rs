@@ -14,6 +14,7 @@
 //! reload maps it again by the names those had in the snapshot it was keyed
 //! by.
 
+use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
 use std::num::NonZeroU64;
 use std::os::fd::AsRawFd;
@@ -221,7 +222,7 @@ struct Reporter {
 /// is accepted; it never moves (reporters are few: the configured keys).
 type ReporterIx = u32;
 
-/// One reporter's latest route measurement (24 bytes, and as an `Option`).
+/// One reporter's latest route measurement (24 bytes; 32 with its reporter).
 #[derive(Debug, Clone, Copy)]
 struct Measured {
     rtt_ms: f64,
@@ -243,10 +244,24 @@ struct PopWork {
 /// Everything reported on one (POP, group).
 #[derive(Debug, Default)]
 struct RouteEntry {
-    /// Indexed by reporter: a report writes its slot without a search.
-    by: Vec<Option<Measured>>,
+    /// The reporters that measured it, in no order. Few per cell (the
+    /// probes measuring that group), so a short search; a slot per
+    /// configured reporter cost every cell ever reported as many slots as
+    /// the highest reporter index, and a sweep read them all.
+    by: Vec<(ReporterIx, Measured)>,
     /// Listed in its group's `dirty`.
     dirty: bool,
+}
+
+/// A route measurement as it was stored, queued to expire: the sweep takes
+/// these from the front of `Work::expiry` while they are stale, so its cost
+/// follows the measurements that expire, not the ones that are kept.
+#[derive(Debug, Clone, Copy)]
+struct Expiry {
+    at: Tick,
+    group: GroupKey,
+    pop: u16,
+    reporter: ReporterIx,
 }
 
 /// Everything reported on one client group, by POP. A report finds its
@@ -265,11 +280,13 @@ struct GroupWork {
     /// POP indices of the cells changed since the last publish; the group
     /// is in `Work::dirty_groups` while this is not empty.
     dirty: Vec<u16>,
+    /// Measurements held in `cells`, so an empty group is known without a walk.
+    live: u32,
 }
 
 impl GroupWork {
     fn new(key: GroupKey, pops: usize) -> Self {
-        GroupWork { key, cells: (0..pops).map(|_| RouteEntry::default()).collect(), dirty: Vec::new() }
+        GroupWork { key, cells: (0..pops).map(|_| RouteEntry::default()).collect(), dirty: Vec::new(), live: 0 }
     }
 
     /// Mark cell `pop` for the next publish; true if the group was clean.
@@ -283,7 +300,7 @@ impl GroupWork {
     }
 
     fn is_empty(&self) -> bool {
-        self.cells.iter().all(|e| e.by.iter().all(Option::is_none))
+        self.live == 0
     }
 }
 
@@ -313,6 +330,11 @@ struct Work {
     /// Route data, a `GroupWork` per group reported; `group_ix` finds it.
     groups: Vec<GroupWork>,
     group_ix: Map<GroupKey, u32>,
+    /// Every route measurement stored, in the order it was (the writer's
+    /// clock only moves forward, so oldest first). One entry per
+    /// measurement received within `stale_after`, a refreshed one included:
+    /// its old entry finds a newer time in the cell and is passed over.
+    expiry: VecDeque<Expiry>,
     /// The POP states and rows of the last publish (rows shared with it).
     states: Vec<PopState>,
     rows: RouteRows,
@@ -435,7 +457,6 @@ impl Work {
                 v.load_at = Some(now);
             }
         }
-        let slot = reporter as usize;
         for rt in &r.routes {
             self.touch_pop(rt.pop, r.ts);
             let pops = self.pops.len();
@@ -445,10 +466,15 @@ impl Work {
             });
             let g = &mut self.groups[gi as usize];
             let Some(cell) = g.cells.get_mut(rt.pop.0 as usize) else { continue };
-            if cell.by.len() <= slot {
-                cell.by.resize(slot + 1, None);
+            let m = Measured { rtt_ms: rt.rtt_ms, loss: rt.loss, at: now };
+            match cell.by.iter_mut().find(|(r, _)| *r == reporter) {
+                Some((_, old)) => *old = m,
+                None => {
+                    cell.by.push((reporter, m));
+                    g.live += 1;
+                }
             }
-            cell.by[slot] = Some(Measured { rtt_ms: rt.rtt_ms, loss: rt.loss, at: now });
+            self.expiry.push_back(Expiry { at: now, group: rt.group, pop: rt.pop.0, reporter });
             if g.mark(rt.pop.0) {
                 self.dirty_groups.push(gi);
             }
@@ -494,10 +520,11 @@ impl Work {
                 }
             }
             for i in 0..g.cells.len() {
-                if g.cells[i].by.iter().any(Option::is_some) {
+                if !g.cells[i].by.is_empty() {
                     g.mark(i as u16);
                 }
             }
+            g.live = g.cells.iter().map(|e| e.by.len() as u32).sum();
             let gi = *self.group_ix.entry(key).or_insert(self.groups.len() as u32);
             match self.groups.get_mut(gi as usize) {
                 Some(slot) => *slot = g, // two old groups now one: the later wins
@@ -506,6 +533,7 @@ impl Work {
         }
         self.dirty_groups =
             (0..self.groups.len() as u32).filter(|&i| !self.groups[i as usize].dirty.is_empty()).collect();
+        self.expiry = expiry_of(&self.groups);
         self.pop_names = snap.pops.list.iter().map(|p| p.id.clone()).collect();
         self.isps = snap.isps.clone();
         self.rows.clear();
@@ -514,7 +542,9 @@ impl Work {
 
     /// Forget what expired. Runs when the oldest datum expires, at most ten
     /// times per `stale_after` (and per 100 ms), so its cost stays off the
-    /// per-report path.
+    /// per-report path. POP views are walked (POPs x reporters); route
+    /// measurements, which grow with POPs x groups, are taken from the
+    /// front of the expiry queue, so only the expired ones are read.
     fn sweep(&mut self, stale: Duration, now: Instant) {
         let fresh = fresh_since(self.clock.tick(now), stale);
         let mut oldest: Option<Tick> = None;
@@ -536,26 +566,37 @@ impl Work {
                 self.dirty_pops.push(i as u16);
             }
         }
-        for (gi, g) in self.groups.iter_mut().enumerate() {
-            for i in 0..g.cells.len() {
-                let mut expired = false;
-                for slot in g.cells[i].by.iter_mut() {
-                    let Some(m) = slot else { continue };
-                    if fresh(m.at) {
-                        note(m.at);
-                    } else {
-                        *slot = None;
-                        expired = true;
-                    }
-                }
-                if expired && g.mark(i as u16) {
-                    self.dirty_groups.push(gi as u32);
-                }
+        while let Some(e) = self.expiry.front().copied() {
+            if fresh(e.at) {
+                note(e.at);
+                break;
             }
+            self.expiry.pop_front();
+            self.expire(e);
         }
         self.forget_empty_groups();
         self.next_expiry = oldest.map(|t| self.clock.instant(t) + stale + Duration::from_millis(1));
+        if self.next_expiry.is_none() && self.groups.iter().any(GroupWork::is_empty) {
+            // Emptied now, published next: forgotten at the sweep after.
+            self.next_expiry = Some(now);
+        }
         self.last_sweep = Some(now);
+    }
+
+    /// Remove the measurement `e` queued, unless a newer one replaced it.
+    fn expire(&mut self, e: Expiry) {
+        let Some(&gi) = self.group_ix.get(&e.group) else { return };
+        let Some(g) = self.groups.get_mut(gi as usize) else { return };
+        let Some(cell) = g.cells.get_mut(e.pop as usize) else { return };
+        let Some(i) = cell.by.iter().position(|(r, m)| *r == e.reporter && m.at == e.at) else { return };
+        cell.by.swap_remove(i);
+        if cell.by.is_empty() {
+            cell.by = Vec::new(); // its memory back: most cells go quiet for good
+        }
+        g.live -= 1;
+        if g.mark(e.pop) {
+            self.dirty_groups.push(gi);
+        }
     }
 
     /// Drop the groups left without data once their rows are published
@@ -675,7 +716,7 @@ impl Work {
                 e.dirty = false;
                 rtts.clear();
                 losses.clear();
-                for m in e.by.iter().flatten().filter(|m| fresh(m.at)) {
+                for (_, m) in e.by.iter().filter(|(_, m)| fresh(m.at)) {
                     rtts.push(m.rtt_ms);
                     losses.push(m.loss);
                 }
@@ -694,6 +735,20 @@ impl Work {
         self.dirty_groups = dirty_groups;
         self.dirty_groups.clear();
     }
+}
+
+/// The expiry queue of `groups`, oldest first (after a reload re-keyed them).
+fn expiry_of(groups: &[GroupWork]) -> VecDeque<Expiry> {
+    let mut v: Vec<Expiry> = groups
+        .iter()
+        .flat_map(|g| {
+            g.cells.iter().enumerate().flat_map(move |(pop, e)| {
+                e.by.iter().map(move |&(reporter, m)| Expiry { at: m.at, group: g.key, pop: pop as u16, reporter })
+            })
+        })
+        .collect();
+    v.sort_by_key(|e| e.at);
+    v.into()
 }
 
 /// A reporter's view of a POP, made when it first reports on it.
@@ -878,7 +933,7 @@ mod tests {
             "before the start: its first tick"
         );
         assert_eq!(std::mem::size_of::<Option<View>>(), 32);
-        assert_eq!(std::mem::size_of::<Option<Measured>>(), 24);
+        assert_eq!(std::mem::size_of::<(ReporterIx, Measured)>(), 32);
     }
 
     /// The shipped demo reporter's report at `ms` (Unix ms), routes only.
@@ -937,6 +992,52 @@ mod tests {
         apply(&mut w, 43, &[route("de-fra-1", zj, 12.0)]);
         publish(&mut w, 43);
         assert_eq!((rtt(&w, zj), rtt(&w, de)), (Some(12.0), Some(9.0)), "a forgotten group comes back");
+    }
+
+    #[test]
+    fn a_refreshed_measurement_outlives_its_first_expiry_and_a_reload_keeps_the_queue() {
+        let snap = crate::testing::demo();
+        let stale = snap.feed.as_ref().unwrap().stale_after;
+        let fra = snap.pops.find("de-fra-1").unwrap().0 as usize;
+        let de = GroupKey::parse("DE", &snap.isps).unwrap();
+        let (mut w, mut scratch) = (Work::default(), Scratch::default());
+        let (t0, ms0) = (Instant::now(), feed::now_ms());
+        let at = |s: u64| (t0 + Duration::from_secs(s), ms0 + s * 1000);
+        let apply = |w: &mut Work, snap: &Snapshot, s: u64, rtt: f64| {
+            let (t, ms) = at(s);
+            w.verify_and_apply(&demo_report(ms, &route("de-fra-1", "DE", rtt)), snap, t, ms).unwrap();
+        };
+        let mut publish = |w: &mut Work, s: u64| {
+            let (t, _) = at(s);
+            if w.sweep_at(stale).is_some_and(|due| due <= t) {
+                w.sweep(stale, t);
+            }
+            w.publish_routes(snap.pops.len(), fresh_since(w.clock.tick(t), stale), &mut scratch);
+            w.rows.get(&de).and_then(|row| row[fra]).map(|r| r.rtt_ms)
+        };
+        let held = |w: &Work| w.group_ix.get(&de).map(|&gi| w.groups[gi as usize].cells[fra].by.len());
+        apply(&mut w, &snap, 0, 5.0);
+        apply(&mut w, &snap, 20, 7.0);
+        assert_eq!(held(&w), Some(1), "one reporter, one measurement: refreshed in place");
+        assert_eq!(w.expiry.len(), 2, "both queued");
+        // A reload (a new snapshot generation) keys everything again, and the
+        // queue is rebuilt from the data held: the 20 s measurement, then 25 s.
+        let reloaded = crate::testing::demo();
+        apply(&mut w, &reloaded, 25, 9.0);
+        assert_eq!(w.expiry.len(), 2, "the superseded 0 s entry is not carried over");
+        // 35 s: due entries are passed over when a newer measurement replaced them.
+        assert_eq!(publish(&mut w, 35), Some(9.0));
+        assert_eq!(publish(&mut w, 51), Some(9.0));
+        assert_eq!(held(&w), Some(1));
+        // 56 s: the 25 s measurement expires; the cell gives its memory back.
+        assert_eq!(publish(&mut w, 56), None);
+        assert_eq!(held(&w), Some(0));
+        let gi = w.group_ix[&de] as usize;
+        assert_eq!(w.groups[gi].cells[fra].by.capacity(), 0);
+        assert!(w.groups[gi].is_empty());
+        // Published empty: the next sweep forgets the group.
+        publish(&mut w, 72);
+        assert!(!w.group_ix.contains_key(&de));
     }
 
     #[test]
