@@ -934,6 +934,7 @@ mod tests {
         );
         assert_eq!(std::mem::size_of::<Option<View>>(), 32);
         assert_eq!(std::mem::size_of::<(ReporterIx, Measured)>(), 32);
+        assert_eq!(std::mem::size_of::<Expiry>(), 24, "the README gives the queue's cost per measurement");
     }
 
     /// The shipped demo reporter's report at `ms` (Unix ms), routes only.
