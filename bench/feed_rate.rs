@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use popdns::quality::feed;
 
+#[path = "shipped.rs"]
+mod shipped;
+
 const REPORTERS: usize = 20;
 
 fn key(i: usize) -> Vec<u8> {
@@ -19,22 +22,10 @@ fn main() {
     let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let dir = std::env::temp_dir().join(format!("popdns-feed-rate-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let keys: String =
         (0..REPORTERS).map(|i| format!("probe-{i}: \"{:032x}\"\n", 0x5eed_u128 << 64 | i as u128)).collect();
     std::fs::write(dir.join("keys.yaml"), keys).unwrap();
-    let shipped = std::fs::read_to_string(repo.join("popdns.yaml")).unwrap();
-    let cfg = shipped
-        .replace("\"127.0.0.1:5300\", \"[::1]:5300\"", "\"127.0.0.1:0\"")
-        .replace("127.0.0.1:5301", "127.0.0.1:0")
-        .replace("127.0.0.1:8053", "127.0.0.1:0")
-        .replace("keys: feed-keys.yaml", &format!("keys: {}", dir.join("keys.yaml").display()))
-        .replace("max_reports_per_second: 100", "max_reports_per_second: 0")
-        .replace("geo/demo", &format!("{}/geo/demo", repo.display()))
-        .replace("pops: pops.yaml", &format!("pops: {}/pops.yaml", repo.display()))
-        .replace("zones: zones/", &format!("zones: {}/zones/", repo.display()));
-    std::fs::write(dir.join("popdns.yaml"), cfg).unwrap();
-    let snap = popdns::config::load(&dir.join("popdns.yaml")).unwrap();
+    let snap = popdns::config::load(&shipped::write(&dir, None, &[])).unwrap();
     let pop_ids: Vec<String> = snap.pops.list.iter().map(|p| p.id.clone()).collect();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let h = rt.block_on(popdns::server::start(snap)).unwrap();

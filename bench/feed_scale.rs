@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use popdns::quality::feed;
 
+#[path = "shipped.rs"]
+mod shipped;
+
 const REPORTERS: usize = 20;
 /// POP states per report: 100 of them are about 4 KB of JSON.
 const WINDOW: usize = 100;
@@ -97,7 +100,6 @@ fn main() {
 /// The shipped config on ephemeral ports, with `pops` generated POPs (their
 /// ids are returned), 20 reporter keys and no rate limit per reporter.
 fn write_config(dir: &std::path::Path, pops: usize, stale_s: u64) -> Vec<String> {
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let keys: String = (0..REPORTERS).map(|i| format!("probe-{i}: \"{}\"\n", hex_key(i))).collect();
     std::fs::write(dir.join("keys.yaml"), keys).unwrap();
     let mut ids = Vec::with_capacity(pops);
@@ -112,20 +114,10 @@ fn write_config(dir: &std::path::Path, pops: usize, stale_s: u64) -> Vec<String>
         ));
         ids.push(id);
     }
-    std::fs::write(dir.join("pops.yaml"), y).unwrap();
-    let shipped = std::fs::read_to_string(repo.join("popdns.yaml")).unwrap();
-    let cfg = shipped
-        .replace("\"127.0.0.1:5300\", \"[::1]:5300\"", "\"127.0.0.1:0\"")
-        .replace("127.0.0.1:5301", "127.0.0.1:0")
-        .replace("127.0.0.1:8053", "127.0.0.1:0")
-        .replace("keys: feed-keys.yaml", &format!("keys: {}", dir.join("keys.yaml").display()))
-        .replace("max_reports_per_second: 100", "max_reports_per_second: 0")
-        .replace("stale_after: 30s", &format!("stale_after: {stale_s}s"))
-        .replace("workers: auto", "workers: 1")
-        .replace("geo/demo", &format!("{}/geo/demo", repo.display()))
-        .replace("pops: pops.yaml", &format!("pops: {}", dir.join("pops.yaml").display()))
-        .replace("zones: zones/", &format!("zones: {}/zones/", repo.display()));
-    std::fs::write(dir.join("popdns.yaml"), cfg).unwrap();
+    let pops_yaml = dir.join("pops.yaml");
+    std::fs::write(&pops_yaml, y).unwrap();
+    let edits = [("stale_after: 30s", format!("stale_after: {stale_s}s")), ("workers: auto", "workers: 1".into())];
+    shipped::write(dir, Some(&pops_yaml), &edits);
     ids
 }
 
