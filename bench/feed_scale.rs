@@ -77,7 +77,9 @@ fn main() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let want = n as u64;
-    while stats.accepted.load(Ordering::Acquire) + dropped(stats) < want && t.elapsed().as_secs_f64() < seconds + 10.0 {
+    while stats.accepted.load(Ordering::Acquire) + stats.dropped_total() < want
+        && t.elapsed().as_secs_f64() < seconds + 10.0
+    {
         std::thread::sleep(Duration::from_millis(5));
     }
     let el = t.elapsed().as_secs_f64();
@@ -86,7 +88,7 @@ fn main() {
     println!(
         "{pops} POPs, {groups} groups: {acc} of {n} reports accepted ({} dropped) in {el:.1} s, {} publishes, \
          largest datagram {biggest} B; writer {:.1} us a report, {:.2}% of a core; RSS {} -> {} MiB",
-        dropped(stats),
+        stats.dropped_total(),
         stats.published.load(Ordering::Acquire),
         cpu / 1e3 / acc.max(1) as f64,
         cpu / 1e9 / el * 100.0,
@@ -208,8 +210,4 @@ fn rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
-}
-
-fn dropped(s: &popdns::quality::writer::FeedStats) -> u64 {
-    feed::Drop::ALL.iter().map(|d| s.dropped(*d)).sum()
 }

@@ -50,6 +50,11 @@ impl FeedStats {
     pub fn dropped(&self, d: Drop) -> u64 {
         self.dropped[d as usize].load(Ordering::Relaxed)
     }
+
+    /// Datagrams dropped for any reason.
+    pub fn dropped_total(&self) -> u64 {
+        Drop::ALL.iter().map(|d| self.dropped(*d)).sum()
+    }
 }
 
 /// Bind the feed socket and start the writer thread.
