@@ -77,7 +77,10 @@ impl Cells {
     pub fn build(location: &Reader<Mmap>, asn: &Reader<Mmap>, isps: &IspMap) -> Cells {
         let mut locs = Interner::<LocKey>::default();
         let mut loc_values: Vec<Location> = Vec::new();
-        let mut loc_of_offset: HashMap<usize, u32, Fast> = HashMap::default();
+        // Keyed by u32 (the databases are far below 4 GiB; a record past that
+        // would be decoded each time it is met, and interned all the same):
+        // 8-byte slots, half the table.
+        let mut loc_of_offset: HashMap<u32, u32, Fast> = HashMap::default();
         // Neighbouring networks often share their record (45% of the City
         // database's 14.7M networks repeat the one before): a one-entry memo
         // in front of the map, which outgrows the cache.
@@ -87,14 +90,18 @@ impl Cells {
             if let Some((_, id)) = last_loc.filter(|l| l.0 == off) {
                 return id;
             }
-            let id = *loc_of_offset.entry(off).or_insert_with(|| {
+            let mut decode = || {
                 let loc = super::mmdb::decode_location(res);
                 let (id, new) = locs.intern(LocKey::of(&loc));
                 if new {
                     loc_values.push(loc);
                 }
                 id
-            });
+            };
+            let id = match u32::try_from(off) {
+                Ok(k) => *loc_of_offset.entry(k).or_insert_with(decode),
+                Err(_) => decode(),
+            };
             last_loc = Some((off, id));
             id
         };
