@@ -328,4 +328,26 @@ fn cells_and_records_agree_on_the_real_databases() {
         wider += usize::from(cell.prefix < records);
     }
     eprintln!("{wider} of {} cells wider than their records' intersection", nets.len());
+    // IPv6 is tabled by /64: at a /64's first address the cell and the
+    // records agree. The carriers' blocks, and the rest of 2000::/3.
+    let mut v6: Vec<Ipv6Addr> = ["240e:f7::", "2408:8000::", "2409:8000::", "2001:db8::", "2a00:1450::", "::"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    for base in [0x240e_u128, 0x2408, 0x2409] {
+        v6.extend((0..300).map(|_| Ipv6Addr::from((base << 112) | u128::from(r.next() & 0xFFF_FFFF_FFFF) << 64)));
+    }
+    v6.extend((0..1500).map(|_| Ipv6Addr::from((0x2000_u128 << 112) | u128::from(r.next() >> 3) << 64)));
+    // Teredo and 6to4 carry an IPv4 address, which the databases look up.
+    for a in nets.iter().take(300).map(|a| u128::from(u32::from(*a))) {
+        v6.push(Ipv6Addr::from((0x2001_0000 << 96) | a << 64));
+        v6.push(Ipv6Addr::from((0x2002 << 112) | a << 80 | 0xbeef << 64));
+    }
+    for ip in v6.iter().map(|a| IpAddr::V6(*a)) {
+        let cell = snap.geo.client(ip);
+        let rec = snap.geo.records(ip, &snap.isps);
+        assert_eq!((cell.location, cell.isp), (rec.location, rec.isp), "{ip}");
+        let records = rec.location_prefix.max(rec.asn_prefix);
+        assert!(cell.prefix <= records, "{ip}: cell /{} narrower than records /{records}", cell.prefix);
+    }
 }
