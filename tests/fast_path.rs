@@ -318,15 +318,16 @@ fn cells_and_records_agree_on_the_real_databases() {
     // The cell is the largest block of equal (location, ISP) around the
     // address, so it holds the intersection of the two records' networks:
     // its scope is never narrower than what the records vouch for together.
-    let mut wider = 0;
-    for ip in nets.iter().map(|a| IpAddr::V4(*a)) {
+    // True if the cell is wider.
+    let agree = |ip: IpAddr| {
         let cell = snap.geo.client(ip);
         let rec = snap.geo.records(ip, &snap.isps);
         assert_eq!((cell.location, cell.isp), (rec.location, rec.isp), "{ip}");
         let records = rec.location_prefix.max(rec.asn_prefix);
         assert!(cell.prefix <= records, "{ip}: cell /{} narrower than records /{records}", cell.prefix);
-        wider += usize::from(cell.prefix < records);
-    }
+        cell.prefix < records
+    };
+    let wider = nets.iter().filter(|a| agree(IpAddr::V4(**a))).count();
     eprintln!("{wider} of {} cells wider than their records' intersection", nets.len());
     // IPv6 is tabled by /64: at a /64's first address the cell and the
     // records agree. The carriers' blocks, and the rest of 2000::/3.
@@ -343,11 +344,6 @@ fn cells_and_records_agree_on_the_real_databases() {
         v6.push(Ipv6Addr::from((0x2001_0000 << 96) | a << 64));
         v6.push(Ipv6Addr::from((0x2002 << 112) | a << 80 | 0xbeef << 64));
     }
-    for ip in v6.iter().map(|a| IpAddr::V6(*a)) {
-        let cell = snap.geo.client(ip);
-        let rec = snap.geo.records(ip, &snap.isps);
-        assert_eq!((cell.location, cell.isp), (rec.location, rec.isp), "{ip}");
-        let records = rec.location_prefix.max(rec.asn_prefix);
-        assert!(cell.prefix <= records, "{ip}: cell /{} narrower than records /{records}", cell.prefix);
-    }
+    let wider = v6.iter().filter(|a| agree(IpAddr::V6(**a))).count();
+    eprintln!("{wider} of {} IPv6 cells wider than their records' intersection", v6.len());
 }
