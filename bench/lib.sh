@@ -95,6 +95,19 @@ declare -A SERVER_PID=()
 
 # start_server NAME PORT LOGFILE CMD...: start under taskset on SERVER_CPU, wait
 # for an answer (time to first answer in $WORK/NAME.ttfa), pin its whole tree.
+# The popdns build measured, for versions.txt: the checkout's commit, or
+# the binary given in POPDNS (whose commit the checkout cannot vouch for).
+popdns_version() {
+    local head
+    head=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)
+    (cd "$REPO" && git diff --quiet HEAD -- src Cargo.toml 2>/dev/null) || head="$head (+ uncommitted changes in src/)"
+    if [ "$POPDNS" = "$REPO/target/release/popdns" ]; then
+        echo "$head"
+    else
+        echo "$POPDNS, given in POPDNS (the checkout is at $head)"
+    fi
+}
+
 start_server() {
     local name=$1 port=$2 logf=$3
     shift 3

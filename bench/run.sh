@@ -314,7 +314,7 @@ versions() {
     {
         echo "date: $(date -u +%FT%TZ)"
         echo "host: $(uname -srm); $(nproc --all) CPUs; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
-        echo "popdns: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)$(cd "$REPO" && git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' (+ uncommitted changes in src/)')"
+        echo "popdns: $(popdns_version)"
         echo "packages: $(dpkg-query -W -f '${Package} ${Version}; ' dnsperf gdnsd knot knot-module-geoip nsd pdns-server pdns-backend-geoip 2>/dev/null)"
         local k parked=()
         for k in "${!PARKED_KTHREADS[@]}"; do parked+=("$(cat "/proc/$k/comm" 2>/dev/null || echo "$k")"); done

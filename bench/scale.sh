@@ -44,7 +44,7 @@ fi
 
 {
     echo "date: $(date -u +%FT%TZ)"
-    echo "popdns: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)$(cd "$REPO" && git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' (+ uncommitted changes in src/)')"
+    echo "popdns: $(popdns_version)"
     echo "settings: SCALE_POPS='$SCALE_POPS' SCALE_NAMES='$SCALE_NAMES' LOAD_SECONDS=$LOAD_SECONDS"
 } | tee "$OUT/versions.txt" >&2
 
