@@ -339,10 +339,12 @@ fn cells_and_records_agree_on_the_real_databases() {
         v6.extend((0..300).map(|_| Ipv6Addr::from((base << 112) | u128::from(r.next() & 0xFFF_FFFF_FFFF) << 64)));
     }
     v6.extend((0..1500).map(|_| Ipv6Addr::from((0x2000_u128 << 112) | u128::from(r.next() >> 3) << 64)));
-    // Teredo and 6to4 carry an IPv4 address, which the databases look up.
+    // Teredo, 6to4 and IPv4-compatible addresses carry an IPv4 address,
+    // which the databases look up.
     for a in nets.iter().take(300).map(|a| u128::from(u32::from(*a))) {
         v6.push(Ipv6Addr::from((0x2001_0000 << 96) | a << 64));
         v6.push(Ipv6Addr::from((0x2002 << 112) | a << 80 | 0xbeef << 64));
+        v6.push(Ipv6Addr::from(a | 0x42));
     }
     let wider = v6.iter().filter(|a| agree(IpAddr::V6(**a))).count();
     eprintln!("{wider} of {} IPv6 cells wider than their records' intersection", v6.len());

@@ -52,7 +52,7 @@ pub struct Cells {
     /// /64 counts as the one that holds its /64's first address).
     v6: V6Ranges,
     /// Which of `ALIASES` both databases alias: looked up as IPv4.
-    aliases: [bool; 3],
+    aliases: [bool; ALIASES.len()],
     cells: HugeSlice<Cell>,
     /// Distinct locations (for reports).
     locations: usize,
@@ -166,9 +166,9 @@ impl Cells {
     }
 }
 
-/// An IPv6 prefix that MaxMind databases point at their IPv4 data: an
-/// address in it is looked up as the IPv4 address it carries. The walk
-/// skips these prefixes (as a lookup does not), and tabling them in IPv6
+/// An IPv6 prefix where MaxMind databases keep, or point at, their IPv4
+/// data: an address in it is looked up as the IPv4 address it carries. The
+/// walk skips these prefixes (as a lookup does not), and tabling them in IPv6
 /// would repeat the whole IPv4 table once per prefix, so a lookup does what
 /// the reader does: it takes the IPv4 address out and looks that up.
 #[derive(Clone, Copy, Debug)]
@@ -178,14 +178,20 @@ struct Alias {
     /// Its bits, and how many: the IPv4 address follows them.
     bits: u128,
     len: u32,
+    /// The IPv4 subtree itself (`::/96`), not a pointer to it: there in
+    /// every IPv6 database, so no probe of the tree can tell it apart.
+    subtree: bool,
 }
 
 /// IPv4-mapped (`::ffff:0:0/96`), Teredo (2001::/32: the server's address)
-/// and 6to4 (2002::/16), which MaxMind's writer aliases.
-const ALIASES: [Alias; 3] = [
-    Alias { net: "::ffff:0:0/96", bits: 0xffff, len: 96 },
-    Alias { net: "2001::/32", bits: 0x2001_0000, len: 32 },
-    Alias { net: "2002::/16", bits: 0x2002, len: 16 },
+/// and 6to4 (2002::/16), which MaxMind's writer aliases; and the deprecated
+/// IPv4-compatible `::/96` (RFC 4291), where an IPv6 database keeps its
+/// IPv4 tree. No client has such an address, but an ECS option can carry one.
+const ALIASES: [Alias; 4] = [
+    Alias { net: "::ffff:0:0/96", bits: 0xffff, len: 96, subtree: false },
+    Alias { net: "2001::/32", bits: 0x2001_0000, len: 32, subtree: false },
+    Alias { net: "2002::/16", bits: 0x2002, len: 16, subtree: false },
+    Alias { net: "::/96", bits: 0, len: 96, subtree: true },
 ];
 
 impl Alias {
@@ -200,6 +206,11 @@ impl Alias {
 /// prefix stays in the IPv6 table: the other database's IPv6 data there
 /// cannot be had from the IPv4 cells, and a warning says so.
 fn aliased_in_both(alias: Alias, location: &Reader<Mmap>, asn: &Reader<Mmap>) -> bool {
+    if alias.subtree {
+        // An IPv4-only database answers no IPv6 lookup at all; the walk
+        // leaves `::/96` out of the IPv6 table either way.
+        return [location, asn].iter().all(|r| r.metadata().ip_version == 6);
+    }
     let Ok(net) = alias.net.parse::<ipnetwork::IpNetwork>() else { return false };
     let first = |r: &Reader<Mmap>, opts| r.within(net, opts).ok().and_then(|mut it| it.next()).is_some();
     let aliased = |r: &Reader<Mmap>| {
@@ -773,6 +784,23 @@ mod tests {
         assert_eq!(first.absorb(second), vec![(0, 0), (5, 3), (9, 1), (12, 4)]);
         assert_eq!(first.loc_values, vec![at("CN"), at("DE"), at("JP")]);
         assert_eq!(first.cells.pairs, vec![(NONE, NONE), (0, 0), (1, NONE), (2, 1), (2, NONE)]);
+    }
+
+    /// An IPv4-compatible address (`::a.b.c.d`) is where an IPv6 database
+    /// keeps `a.b.c.d`: the cell is that address's, as the records say, and
+    /// its prefix counts the 96 bits in front.
+    #[test]
+    fn ipv4_compatible_addresses_read_the_ipv4_cells() {
+        let snap = crate::testing::demo();
+        for v4 in ["115.236.1.1", "8.8.8.8", "10.1.2.3", "0.0.0.0"] {
+            let v4: std::net::Ipv4Addr = v4.parse().unwrap();
+            let compat = IpAddr::V6(std::net::Ipv6Addr::from(u32::from(v4) as u128));
+            let (a, b) = (snap.geo.client(IpAddr::V4(v4)), snap.geo.client(compat));
+            assert_eq!((b.cell, b.prefix), (a.cell, a.prefix + 96), "{compat}");
+            let rec = snap.geo.records(compat, &snap.isps);
+            assert_eq!((b.location, b.isp), (rec.location, rec.isp), "{compat}");
+        }
+        assert_ne!(snap.geo.client("::115.236.1.1".parse().unwrap()).cell, CellId(0), "the demo data knows it");
     }
 
     #[test]
