@@ -206,15 +206,12 @@ impl Alias {
 /// prefix stays in the IPv6 table: the other database's IPv6 data there
 /// cannot be had from the IPv4 cells, and a warning says so.
 fn aliased_in_both(alias: Alias, location: &Reader<Mmap>, asn: &Reader<Mmap>) -> bool {
-    if alias.subtree {
-        // An IPv4-only database answers no IPv6 lookup at all; the walk
-        // leaves `::/96` out of the IPv6 table either way.
-        return [location, asn].iter().all(|r| r.metadata().ip_version == 6);
-    }
     let Ok(net) = alias.net.parse::<ipnetwork::IpNetwork>() else { return false };
     let first = |r: &Reader<Mmap>, opts| r.within(net, opts).ok().and_then(|mut it| it.next()).is_some();
-    let aliased = |r: &Reader<Mmap>| {
-        first(r, WithinOptions::default().include_aliased_networks()) && !first(r, WithinOptions::default())
+    let aliased = |r: &Reader<Mmap>| match alias.subtree {
+        // An IPv4-only database answers no IPv6 lookup at all.
+        true => r.metadata().ip_version == 6,
+        false => first(r, WithinOptions::default().include_aliased_networks()) && !first(r, WithinOptions::default()),
     };
     match (aliased(location), aliased(asn)) {
         (true, true) => true,
