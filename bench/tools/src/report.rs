@@ -333,4 +333,16 @@ fn head_to_head(o: &mut String, runs: &[Run], servers: &[String], lat_max_steal:
             over.join(", ")
         );
     }
+    // One dnsperf sets the rate of (c) and (e), and a server offered less
+    // drains smaller batches and pays more per query: read (e)/(c) with this.
+    let raw = |r: &Run| r.raw_qps();
+    let offered = paired(&by_round("popdns", "e", "sat", &raw), &by_round("popdns", "c", "sat", &raw));
+    if !offered.is_empty() {
+        let each: Vec<String> = offered.iter().map(|x| format!("{x:.2}")).collect();
+        let _ = writeln!(
+            o,
+            "\nQueries dnsperf completed in (e) against (c), popdns, round by round (a less loaded server pays more per query): {}",
+            each.join(" ")
+        );
+    }
 }
