@@ -216,3 +216,22 @@ fn unknown_isp() {
     );
     assert_error(&c, "pops.yaml", line_of(&text, "chinabroadnet"), "unknown ISP `chinabroadnet`");
 }
+
+/// Errors that point at another zone file's `zone` key name its line (found
+/// only when such an error is reported: lines are not indexed otherwise).
+#[test]
+fn a_zone_defined_twice_or_inside_another_names_both_files() {
+    let c = Copy::new();
+    let first = line_of(&c.read("zones/example.com.yaml"), "zone: example.com");
+    let soa = "soa: {mname: ns1.example.com, rname: hostmaster.example.com, serial: 1, refresh: 3600, retry: 600, \
+               expire: 1209600, minimum: 60}\nttl: 60\n";
+    std::fs::write(c.path("zones/zz.yaml"), format!("# again\n\nzone: example.com\n{soa}")).unwrap();
+    let at = c.path("zones/example.com.yaml").display().to_string();
+    assert_error(&c, "zones/zz.yaml", 3, &format!("zone `example.com` is already defined in {at}:{first}"));
+
+    // A zone at a name the parent zone has data for: the parent's data there
+    // could never be answered, and the error points at the parent's `zone` key.
+    let c = Copy::new();
+    std::fs::write(c.path("zones/zz.yaml"), format!("zone: ns1.example.com\n{soa}")).unwrap();
+    assert_error(&c, "zones/example.com.yaml", first, "lies in zone `ns1.example.com.`, which is configured too");
+}

@@ -457,7 +457,9 @@ fn zones(dir: &Path, pops: &Pops, main: &Ctx) -> Result<Zones, ConfigError> {
         return Err(main.err(&ypath!["zones"], format!("{}: no zone files (*.yaml)", dir.display())));
     }
     let mut list: Vec<Zone> = Vec::new();
-    let mut origins: Vec<(PathBuf, usize)> = Vec::new();
+    // Each zone file's name and lines, for errors that point at its `zone` key
+    // (looked up only then: finding lines parses the file again).
+    let mut origins: Vec<(PathBuf, LineIndex)> = Vec::new();
     let mut scheduled = Vec::new();
     let mut lists = PopLists::default();
     for file in &files {
@@ -466,11 +468,12 @@ fn zones(dir: &Path, pops: &Pops, main: &Ctx) -> Result<Zones, ConfigError> {
         let zone = zone(&ctx, &doc.value, pops, &mut scheduled, &mut lists)?;
         if let Some(prev) = list.iter().position(|z| z.apex == zone.apex) {
             let (pf, pl) = &origins[prev];
+            let pl = pl.line(&ypath!["zone"]);
             return Err(
                 ctx.err(&ypath!["zone"], format!("zone `{}` is already defined in {}:{pl}", zone.name, pf.display()))
             );
         }
-        origins.push((file.clone(), doc.lines.line(&ypath!["zone"])));
+        origins.push((file.clone(), doc.lines));
         list.push(zone);
     }
     let zones = Zones::new(list, scheduled);
@@ -485,7 +488,7 @@ fn zones(dir: &Path, pops: &Pops, main: &Ctx) -> Result<Zones, ConfigError> {
                 let (f, l) = &origins[zi];
                 return Err(ConfigError::new(
                     f,
-                    *l,
+                    l.line(&ypath!["zone"]),
                     format!(
                         "`{}` lies in zone `{}`, which is configured too",
                         name::to_text(n),
