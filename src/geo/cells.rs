@@ -78,7 +78,7 @@ impl Cells {
     /// The two families are walked side by side, each with location and cell
     /// ids of its own, then joined: start-up and reload take the longer
     /// walk's time rather than the sum (`popdns check` with the real City
-    /// database: 2.4 s -> 1.5-1.8 s on two cores). The join numbers the IPv6 walk's new
+    /// database: 2.3-2.7 s -> 1.4-1.8 s on two cores). The join numbers the IPv6 walk's new
     /// locations and cells after the IPv4 walk's, in the order that walk met
     /// them, so the table is the one a single walk over both would build.
     pub fn build(location: &Reader<Mmap>, asn: &Reader<Mmap>, isps: &IspMap) -> Cells {
