@@ -101,7 +101,8 @@ impl Cells {
             HugeSlice::from_exact((0..1u32 << 20).map(|hi| (v4.partition_point(|r| r.0 <= hi << 12) - 1) as u32));
         let v6 = V6Ranges::new(&v6_runs);
         let aliases = ALIASES.map(|a| aliased_in_both(a, location, asn));
-        let Walk { loc_values, cells, .. } = all;
+        let Walk { locs, cells, .. } = all;
+        let loc_values = locs.values;
         let cells = HugeSlice::from_exact(cells.pairs.into_iter().map(|(loc, isp)| Cell {
             location: loc_values.get(loc as usize).copied().unwrap_or_default(),
             isp: if isp == NONE { IspId::OTHER } else { IspId(isp as u8) },
@@ -578,16 +579,32 @@ impl<K: std::hash::Hash + Eq> Interner<K> {
 struct Walk {
     /// (first address or /64 number, cell id) of each range, in order.
     runs: Vec<(u64, u32)>,
-    locs: Interner<LocKey>,
-    /// By location id.
-    loc_values: Vec<Location>,
+    locs: Locations,
     cells: CellIds,
+}
+
+/// Distinct locations, numbered in the order they are first met.
+#[derive(Default)]
+struct Locations {
+    ids: Interner<LocKey>,
+    /// By location id.
+    values: Vec<Location>,
+}
+
+impl Locations {
+    /// The id of `loc`, made when first met.
+    fn id(&mut self, loc: Location) -> u32 {
+        let (id, new) = self.ids.intern(LocKey::of(&loc));
+        if new {
+            self.values.push(loc);
+        }
+        id
+    }
 }
 
 impl Walk {
     fn new(location: &Reader<Mmap>, asn: &Reader<Mmap>, isps: &IspMap, family: Family) -> Walk {
-        let mut locs = Interner::<LocKey>::default();
-        let mut loc_values: Vec<Location> = Vec::new();
+        let mut locs = Locations::default();
         // Cell 0 is (no location, no ASN data): unknown, ISP other.
         let mut cells = CellIds::new(isps.names.len());
         cells.of(NONE, NONE);
@@ -605,14 +622,7 @@ impl Walk {
                 if let Some((_, id)) = last_loc.filter(|l| l.0 == off) {
                     return id;
                 }
-                let mut decode = || {
-                    let loc = super::mmdb::decode_location(res);
-                    let (id, new) = locs.intern(LocKey::of(&loc));
-                    if new {
-                        loc_values.push(loc);
-                    }
-                    id
-                };
+                let mut decode = || locs.id(super::mmdb::decode_location(res));
                 let id = match u32::try_from(off) {
                     Ok(k) => *loc_of_offset.entry(k).or_insert_with(decode),
                     Err(_) => decode(),
@@ -631,24 +641,14 @@ impl Walk {
             let isp = partition(asn, family, &mut isp_value, Vec::new());
             partition(location, family, &mut loc_value, Overlay::new(&isp, &mut cell_of)).finish()
         };
-        Walk { runs, locs, loc_values, cells }
+        Walk { runs, locs, cells }
     }
 
     /// Take in `other`'s locations and cells, numbering the new ones after
     /// this walk's in the order `other` met them; `other`'s ranges with
     /// their cells in this walk's ids.
     fn absorb(&mut self, other: Walk) -> Vec<(u64, u32)> {
-        let loc_ids: Vec<u32> = other
-            .loc_values
-            .iter()
-            .map(|l| {
-                let (id, new) = self.locs.intern(LocKey::of(l));
-                if new {
-                    self.loc_values.push(*l);
-                }
-                id
-            })
-            .collect();
+        let loc_ids: Vec<u32> = other.locs.values.iter().map(|&l| self.locs.id(l)).collect();
         let cell_ids: Vec<u32> = other
             .cells
             .pairs
@@ -746,29 +746,27 @@ mod tests {
             runs.iter()
                 .map(|&(s, c)| {
                     let (l, isp) = w.cells.pairs[c as usize];
-                    (s, w.loc_values.get(l as usize).copied(), isp)
+                    (s, w.locs.values.get(l as usize).copied(), isp)
                 })
                 .collect()
         };
         let mut all = Walk::new(&loc, &asn, &snap.isps, Family::V4);
         let v6 = Walk::new(&loc, &asn, &snap.isps, Family::V6);
         let (own4, own6) = (cells(&all, &all.runs), cells(&v6, &v6.runs));
-        let (n4, n6) = (all.loc_values.len(), v6.loc_values.len());
+        let (n4, n6) = (all.locs.values.len(), v6.locs.values.len());
         let joined = all.absorb(v6);
         assert_eq!(cells(&all, &joined), own6);
         assert_eq!(cells(&all, &all.runs), own4);
         // The demo's IPv6 locations are all IPv4 ones too: stored once.
-        assert!(n6 > 1 && all.loc_values.len() == n4, "{n4} + {n6} -> {}", all.loc_values.len());
+        assert!(n6 > 1 && all.locs.values.len() == n4, "{n4} + {n6} -> {}", all.locs.values.len());
 
         // New locations and cells are numbered after the first walk's, in the
         // order the second walk met them.
         let at = |c: &str| Location { country: crate::geo::CountryCode::parse(c), ..Location::default() };
         let walk = |locs: &[&str], pairs: &[(u32, u32)], runs: &[(u64, u32)]| {
-            let mut w =
-                Walk { runs: runs.to_vec(), locs: Interner::default(), loc_values: Vec::new(), cells: CellIds::new(2) };
-            for c in locs {
-                assert!(w.locs.intern(LocKey::of(&at(c))).1);
-                w.loc_values.push(at(c));
+            let mut w = Walk { runs: runs.to_vec(), locs: Locations::default(), cells: CellIds::new(2) };
+            for (i, c) in locs.iter().enumerate() {
+                assert_eq!(w.locs.id(at(c)) as usize, i, "{c} is new");
             }
             for &(l, i) in pairs {
                 w.cells.of(l, i);
@@ -779,7 +777,7 @@ mod tests {
         let second =
             walk(&["JP", "CN"], &[(NONE, NONE), (0, 1), (1, 0), (0, NONE)], &[(0, 0), (5, 1), (9, 2), (12, 3)]);
         assert_eq!(first.absorb(second), vec![(0, 0), (5, 3), (9, 1), (12, 4)]);
-        assert_eq!(first.loc_values, vec![at("CN"), at("DE"), at("JP")]);
+        assert_eq!(first.locs.values, vec![at("CN"), at("DE"), at("JP")]);
         assert_eq!(first.cells.pairs, vec![(NONE, NONE), (0, 0), (1, NONE), (2, 1), (2, NONE)]);
     }
 
