@@ -93,8 +93,6 @@ port_free() {
 
 declare -A SERVER_PID=()
 
-# start_server NAME PORT LOGFILE CMD...: start under taskset on SERVER_CPU, wait
-# for an answer (time to first answer in $WORK/NAME.ttfa), pin its whole tree.
 # The popdns build measured, for versions.txt: the checkout's commit, or
 # the binary given in POPDNS (whose commit the checkout cannot vouch for).
 popdns_version() {
@@ -108,6 +106,8 @@ popdns_version() {
     fi
 }
 
+# start_server NAME PORT LOGFILE CMD...: start under taskset on SERVER_CPU, wait
+# for an answer (time to first answer in $WORK/NAME.ttfa), pin its whole tree.
 start_server() {
     local name=$1 port=$2 logf=$3
     shift 3

@@ -59,7 +59,7 @@ impl IntoSeg for usize {
 
 /// Line (1-based) of every key and sequence item in one YAML file, found
 /// in its text when first asked for.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LineIndex {
     text: String,
     lines: OnceLock<HashMap<YamlPath, usize>>,
