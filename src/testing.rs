@@ -18,3 +18,17 @@ pub fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
         if m == 0 { x } else { x % m }
     }
 }
+
+/// `../shared/geo` beside the checkout when it holds the real databases;
+/// otherwise None after a loud notice, or a failure under `CI=true`
+/// (nothing skips in CI), as the integration tests do.
+pub fn real_geo_dir() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/geo");
+    if dir.join("city.mmdb").exists() && dir.join("asn.mmdb").exists() {
+        return Some(dir);
+    }
+    let what = format!("the real databases are not in {}", dir.display());
+    assert!(!std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"), "CI=true and {what}: nothing skips under CI");
+    eprintln!("\n!!!!!!!! SKIPPED: {what} !!!!!!!!\n");
+    None
+}

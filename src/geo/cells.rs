@@ -17,8 +17,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use maxminddb::{Mmap, Reader, WithinOptions};
+use maxminddb::{Reader, WithinOptions};
 
+use super::raw::{Family, Tree};
 use super::{IspMap, Location};
 use crate::hash::Fast;
 use crate::pages::HugeSlice;
@@ -81,7 +82,7 @@ impl Cells {
     /// database: 2.3-2.7 s -> 1.4-1.8 s on two cores). The join numbers the IPv6 walk's new
     /// locations and cells after the IPv4 walk's, in the order that walk met
     /// them, so the table is the one a single walk over both would build.
-    pub fn build(location: &Reader<Mmap>, asn: &Reader<Mmap>, isps: &IspMap) -> Cells {
+    pub fn build(location: &Tree<'_>, asn: &Tree<'_>, isps: &IspMap) -> Cells {
         let (mut all, v6) = std::thread::scope(|s| {
             let v6 = std::thread::Builder::new()
                 .name("popdns-geo-v6".into())
@@ -100,7 +101,7 @@ impl Cells {
         let v4_index =
             HugeSlice::from_exact((0..1u32 << 20).map(|hi| (v4.partition_point(|r| r.0 <= hi << 12) - 1) as u32));
         let v6 = V6Ranges::new(&v6_runs);
-        let aliases = ALIASES.map(|a| aliased_in_both(a, location, asn));
+        let aliases = ALIASES.map(|a| aliased_in_both(a, &location.reader, &asn.reader));
         let Walk { locs, cells, .. } = all;
         let loc_values = locs.values;
         let cells = HugeSlice::from_exact(cells.pairs.into_iter().map(|(loc, isp)| Cell {
@@ -206,10 +207,10 @@ impl Alias {
 /// skips it unless asked for aliased networks). If only one does, the
 /// prefix stays in the IPv6 table: the other database's IPv6 data there
 /// cannot be had from the IPv4 cells, and a warning says so.
-fn aliased_in_both(alias: Alias, location: &Reader<Mmap>, asn: &Reader<Mmap>) -> bool {
+fn aliased_in_both(alias: Alias, location: &Reader<&[u8]>, asn: &Reader<&[u8]>) -> bool {
     let Ok(net) = alias.net.parse::<ipnetwork::IpNetwork>() else { return false };
-    let first = |r: &Reader<Mmap>, opts| r.within(net, opts).ok().and_then(|mut it| it.next()).is_some();
-    let aliased = |r: &Reader<Mmap>| match alias.subtree {
+    let first = |r: &Reader<&[u8]>, opts| r.within(net, opts).ok().and_then(|mut it| it.next()).is_some();
+    let aliased = |r: &Reader<&[u8]>| match alias.subtree {
         // An IPv4-only database answers no IPv6 lookup at all.
         true => r.metadata().ip_version == 6,
         false => first(r, WithinOptions::default().include_aliased_networks()) && !first(r, WithinOptions::default()),
@@ -426,66 +427,37 @@ fn largest_block(x: u64, start: u64, end: u64, bits: u32) -> u8 {
     bits as u8
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Family {
-    V4,
-    V6,
-}
-
 /// Walk the database in address order into `sink` as a partition of one
 /// family's space: (start, value) runs, gaps and networks without data as NONE.
-fn partition<S: Sink>(
-    reader: &Reader<Mmap>,
-    family: Family,
-    value: &mut impl FnMut(&maxminddb::LookupResult<'_, Mmap>) -> u32,
-    sink: S,
-) -> S {
-    let (root, bits) = match family {
-        Family::V4 => ("0.0.0.0/0", 32u32),
-        Family::V6 => ("::/0", 128u32),
-    };
+fn partition<S: Sink>(tree: &Tree<'_>, family: Family, value: &mut impl FnMut(u32) -> u32, sink: S) -> S {
+    let max = u128::MAX >> (128 - family.bits());
     let mut out = Partition::new(family, sink);
-    let Ok(root) = root.parse::<ipnetwork::IpNetwork>() else {
-        out.push(0, NONE);
-        return out.finish();
-    };
-    let max = u128::MAX >> (128 - bits);
     let mut next = 0u128; // first address not yet covered
     let mut done = false;
     // The tree is walked left to right, so networks come in address order.
-    if let Ok(iter) = reader.within(root, WithinOptions::default()) {
-        for res in iter.flatten() {
-            let Ok(net) = res.network() else { continue };
-            let (s, len) = match net {
-                ipnetwork::IpNetwork::V4(n) if family == Family::V4 => {
-                    (u32::from(n.network()) as u128, n.prefix() as u32)
-                }
-                ipnetwork::IpNetwork::V6(n) if family == Family::V6 => {
-                    let s = u128::from(n.network());
-                    // The IPv4 subtree (::/96) belongs to the IPv4 table.
-                    if s <= u32::MAX as u128 && n.prefix() >= 96 {
-                        continue;
-                    }
-                    (s, n.prefix() as u32)
-                }
-                _ => continue,
-            };
-            let e = s + max.checked_shr(len).unwrap_or(0);
-            if done || e < next {
-                continue;
-            }
-            let v = value(&res);
-            let s = s.max(next);
-            if s > next {
-                out.push(next, NONE);
-            }
-            out.push(s, v);
-            if e == max {
-                done = true;
-            } else {
-                next = e + 1;
-            }
+    let whole = tree.walk(family, |s, len, off| {
+        let e = s + max.checked_shr(len).unwrap_or(0);
+        if done || e < next {
+            return;
         }
+        let v = value(off);
+        let s = s.max(next);
+        if s > next {
+            out.push(next, NONE);
+        }
+        out.push(s, v);
+        if e == max {
+            done = true;
+        } else {
+            next = e + 1;
+        }
+    });
+    if !whole {
+        tracing::warn!(
+            "{}: the search tree loops back on itself; the {family:?} walk stopped, and addresses \
+             after the last network read (from {next:#x}) have no data",
+            tree.reader.metadata().database_type
+        );
     }
     if !done {
         out.push(next, NONE);
@@ -603,37 +575,33 @@ impl Locations {
 }
 
 impl Walk {
-    fn new(location: &Reader<Mmap>, asn: &Reader<Mmap>, isps: &IspMap, family: Family) -> Walk {
+    fn new(location: &Tree<'_>, asn: &Tree<'_>, isps: &IspMap, family: Family) -> Walk {
         let mut locs = Locations::default();
         // Cell 0 is (no location, no ASN data): unknown, ISP other.
         let mut cells = CellIds::new(isps.names.len());
         cells.of(NONE, NONE);
         let runs = {
-            // Keyed by u32 (the databases are far below 4 GiB; a record past that
-            // would be decoded each time it is met, and interned all the same):
-            // 8-byte slots, half the table.
+            // By data offset: a record is decoded once however many networks share it.
             let mut loc_of_offset: HashMap<u32, u32, Fast> = HashMap::default();
             // Neighbouring networks often share their record (45% of the City
             // database's 14.7M networks repeat the one before): a one-entry memo
             // in front of the map, which outgrows the cache.
-            let mut last_loc: Option<(usize, u32)> = None;
-            let mut loc_value = |res: &maxminddb::LookupResult<'_, Mmap>| -> u32 {
-                let Some(off) = res.offset() else { return NONE };
+            let mut last_loc: Option<(u32, u32)> = None;
+            let mut loc_value = |off: u32| -> u32 {
                 if let Some((_, id)) = last_loc.filter(|l| l.0 == off) {
                     return id;
                 }
-                let mut decode = || locs.id(super::mmdb::decode_location(res));
-                let id = match u32::try_from(off) {
-                    Ok(k) => *loc_of_offset.entry(k).or_insert_with(decode),
-                    Err(_) => decode(),
-                };
+                let id = *loc_of_offset
+                    .entry(off)
+                    .or_insert_with(|| locs.id(super::mmdb::location_at(&location.data, off as usize)));
                 last_loc = Some((off, id));
                 id
             };
-            let mut isp_of_offset: HashMap<usize, u32, Fast> = HashMap::default();
-            let mut isp_value = |res: &maxminddb::LookupResult<'_, Mmap>| -> u32 {
-                let Some(off) = res.offset() else { return NONE };
-                *isp_of_offset.entry(off).or_insert_with(|| isps.of_asn(super::mmdb::decode_asn(res)).0 as u32)
+            let mut isp_of_offset: HashMap<u32, u32, Fast> = HashMap::default();
+            let mut isp_value = |off: u32| -> u32 {
+                *isp_of_offset
+                    .entry(off)
+                    .or_insert_with(|| isps.of_asn(super::mmdb::asn_at(&asn.data, off as usize)).0 as u32)
             };
             let mut cell_of = |loc: u32, isp: u32| cells.of(loc, isp);
             // The ASN partition is held; the location database (the large
@@ -737,11 +705,9 @@ mod tests {
     #[test]
     fn joined_walks_keep_each_walks_cells() {
         let snap = crate::testing::demo();
-        let open = |f: &str| {
-            // SAFETY: the demo databases are not written while the test runs.
-            unsafe { Reader::open_mmap(format!("{}/geo/{f}", env!("CARGO_MANIFEST_DIR"))) }.unwrap()
-        };
-        let (loc, asn) = (open("demo-city.mmdb"), open("demo-asn.mmdb"));
+        let read = |f: &str| std::fs::read(format!("{}/geo/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let (loc, asn) = (read("demo-city.mmdb"), read("demo-asn.mmdb"));
+        let (loc, asn) = (Tree::new(&loc).unwrap(), Tree::new(&asn).unwrap());
         let cells = |w: &Walk, runs: &[(u64, u32)]| -> Vec<(u64, Option<Location>, u32)> {
             runs.iter()
                 .map(|&(s, c)| {

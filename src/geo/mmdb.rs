@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use maxminddb::{LookupResult, Mmap, PathElement, Reader};
 
 use super::cells::Cells;
+use super::raw::{Data, Tree};
 use super::{ClientInfo, Continent, Coords, CountryCode, IspMap, Location, Records, RegionCode};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,10 +37,16 @@ impl std::fmt::Debug for Databases {
 }
 
 fn open(path: &Path) -> Result<Reader<Mmap>, GeoError> {
+    Reader::from_source(map(path)?).map_err(|source| GeoError::Open { path: path.to_path_buf(), source })
+}
+
+fn map(path: &Path) -> Result<Mmap, GeoError> {
+    let err = |e| GeoError::Open { path: path.to_path_buf(), source: maxminddb::MaxMindDbError::Io(e) };
+    let file = std::fs::File::open(path).map_err(err)?;
     // SAFETY: the file must not be modified in place while mapped. Operators
     // replace databases by writing a new file and renaming it over the old one,
     // which leaves this mapping on the old inode.
-    unsafe { Reader::open_mmap(path) }.map_err(|source| GeoError::Open { path: path.to_path_buf(), source })
+    unsafe { Mmap::map(&file) }.map_err(err)
 }
 
 impl Databases {
@@ -56,11 +63,16 @@ impl Databases {
         if !(t.contains("ASN") || t.contains("ISP")) {
             return Err(GeoError::Layout { path: asn.into(), found: t.clone(), expected: "ASN" });
         }
-        let cells = Cells::build(&loc, &asn_db, isps);
-        // The build touched every page of both files. Map them afresh so the
-        // pages stay out of memory until explain or `geo` reads them.
-        drop((loc, asn_db));
-        Ok(Databases { location: open(location)?, asn: open(asn)?, cells })
+        // The compile reads the files through mappings of its own: it touches
+        // every page, and dropping them keeps those pages out of the server's
+        // memory until explain or `geo` reads them through the readers.
+        let cells = {
+            let (lb, ab) = (map(location)?, map(asn)?);
+            let tree =
+                |b, path: &Path| Tree::new(b).map_err(|source| GeoError::Open { path: path.to_path_buf(), source });
+            Cells::build(&tree(&lb, location)?, &tree(&ab, asn)?, isps)
+        };
+        Ok(Databases { location: loc, asn: asn_db, cells })
     }
 
     /// The client as the query path sees it: one cell lookup.
@@ -98,6 +110,39 @@ fn prefix_of<S: AsRef<[u8]>>(res: &LookupResult<'_, S>, full: u8) -> u8 {
         Ok(net) => net.prefix().min(full),
         Err(_) => full,
     }
+}
+
+/// The ASN of the record at `off`, read in place for the compile (the same
+/// field as `decode_asn`).
+pub(super) fn asn_at(data: &Data<'_>, off: usize) -> Option<u32> {
+    data.get(off, b"autonomous_system_number").and_then(|v| data.u32(v))
+}
+
+/// The location of the record at `off`, read in place in one pass for the
+/// compile: the fields `decode_location` reads, by the same paths.
+pub(super) fn location_at(data: &Data<'_>, off: usize) -> Location {
+    let iso = |v: usize, key: &[u8]| data.get(v, key).and_then(|s| data.str(s));
+    let mut loc = Location::default();
+    let (mut lat, mut lon) = (None, None);
+    for (key, v) in data.map(off) {
+        match key {
+            b"country" => loc.country = iso(v, b"iso_code").and_then(CountryCode::parse),
+            b"subdivisions" => loc.region = data.first(v).and_then(|s| iso(s, b"iso_code")).and_then(RegionCode::parse),
+            b"continent" => loc.continent = iso(v, b"code").and_then(Continent::parse),
+            b"location" => {
+                for (k, x) in data.map(v) {
+                    match k {
+                        b"latitude" => lat = data.f64(x),
+                        b"longitude" => lon = data.f64(x),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    loc.coords = lat.zip(lon).and_then(|(lat, lon)| Coords::new(lat, lon));
+    loc
 }
 
 pub(super) fn decode_location<S: AsRef<[u8]>>(res: &LookupResult<'_, S>) -> Location {

@@ -3,11 +3,13 @@
 //!
 //! Both databases are memory-mapped MaxMind DB files (`mmdb.rs` is the only
 //! file that knows their field names). At load they are compiled into the
-//! client-cell table (`cells.rs`); the query path does one lookup there.
+//! client-cell table (`cells.rs`), reading the files in place (`raw.rs`);
+//! the query path does one lookup there.
 
 pub mod build;
 pub mod cells;
 pub mod mmdb;
+mod raw;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
