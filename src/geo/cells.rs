@@ -74,7 +74,8 @@ impl std::fmt::Debug for Cells {
 const NONE: u32 = u32::MAX;
 
 impl Cells {
-    /// Walk both databases and build the table. Cell 0 is "unknown location, ISP other".
+    /// Walk both databases (`Walked::cells` then builds the table, once the
+    /// caller has let go of the files). Cell 0 is "unknown location, ISP other".
     ///
     /// The two families are walked side by side, each with location and cell
     /// ids of its own, then joined: start-up and reload take the longer
@@ -82,7 +83,7 @@ impl Cells {
     /// database: 2.3-2.7 s -> 1.4-1.8 s on two cores). The join numbers the IPv6 walk's new
     /// locations and cells after the IPv4 walk's, in the order that walk met
     /// them, so the table is the one a single walk over both would build.
-    pub fn build(location: &Tree<'_>, asn: &Tree<'_>, isps: &IspMap) -> Cells {
+    pub fn walk(location: &Tree<'_>, asn: &Tree<'_>, isps: &IspMap) -> Walked {
         let (mut all, v6) = std::thread::scope(|s| {
             let v6 = std::thread::Builder::new()
                 .name("popdns-geo-v6".into())
@@ -96,19 +97,8 @@ impl Cells {
             (v4, v6)
         });
         let v6_runs = all.absorb(v6);
-        // Each table is written straight into its final place.
-        let v4 = HugeSlice::from_exact(all.runs.iter().map(|&(s, c)| (s as u32, c)));
-        let v4_index =
-            HugeSlice::from_exact((0..1u32 << 20).map(|hi| (v4.partition_point(|r| r.0 <= hi << 12) - 1) as u32));
-        let v6 = V6Ranges::new(&v6_runs);
         let aliases = ALIASES.map(|a| aliased_in_both(a, &location.reader, &asn.reader));
-        let Walk { locs, cells, .. } = all;
-        let loc_values = locs.values;
-        let cells = HugeSlice::from_exact(cells.pairs.into_iter().map(|(loc, isp)| Cell {
-            location: loc_values.get(loc as usize).copied().unwrap_or_default(),
-            isp: if isp == NONE { IspId::OTHER } else { IspId(isp as u8) },
-        }));
-        Cells { v4, v4_index, v6, aliases, cells, locations: loc_values.len() }
+        Walked { all, v6_runs, aliases }
     }
 
     pub fn cell(&self, id: CellId) -> Cell {
@@ -165,6 +155,37 @@ impl Cells {
                 Hit { cell: CellId(cell), prefix: largest_block(x, start, end, 64) }
             }
         }
+    }
+}
+
+/// Both walks joined: the ranges and cells, before they are tabled.
+pub struct Walked {
+    all: Walk,
+    v6_runs: Vec<(u64, u32)>,
+    aliases: [bool; ALIASES.len()],
+}
+
+impl Walked {
+    /// The table. Each part is written straight into its final place and
+    /// what it was made from is freed before the next: with the database
+    /// files released first (see `Databases::open`), the load's peak is the
+    /// walk's, not the walk's and the tables' together.
+    pub fn cells(self) -> Cells {
+        let Walked { all, v6_runs, aliases } = self;
+        let Walk { runs, locs, cells, .. } = all;
+        drop(locs.ids);
+        let v4 = HugeSlice::from_exact(runs.iter().map(|&(s, c)| (s as u32, c)));
+        drop(runs);
+        let v4_index =
+            HugeSlice::from_exact((0..1u32 << 20).map(|hi| (v4.partition_point(|r| r.0 <= hi << 12) - 1) as u32));
+        let v6 = V6Ranges::new(&v6_runs);
+        drop(v6_runs);
+        let loc_values = locs.values;
+        let cells = HugeSlice::from_exact(cells.pairs.into_iter().map(|(loc, isp)| Cell {
+            location: loc_values.get(loc as usize).copied().unwrap_or_default(),
+            isp: if isp == NONE { IspId::OTHER } else { IspId(isp as u8) },
+        }));
+        Cells { v4, v4_index, v6, aliases, cells, locations: loc_values.len() }
     }
 }
 

@@ -63,16 +63,17 @@ impl Databases {
         if !(t.contains("ASN") || t.contains("ISP")) {
             return Err(GeoError::Layout { path: asn.into(), found: t.clone(), expected: "ASN" });
         }
-        // The compile reads the files through mappings of its own: it touches
-        // every page, and dropping them keeps those pages out of the server's
-        // memory until explain or `geo` reads them through the readers.
-        let cells = {
+        // The walk reads the files through mappings of its own: it touches
+        // every page, and dropping them before the table is written keeps
+        // those pages out of the load's peak, and out of the server's memory
+        // until explain or `geo` reads them through the readers.
+        let walked = {
             let (lb, ab) = (map(location)?, map(asn)?);
             let tree =
                 |b, path: &Path| Tree::new(b).map_err(|source| GeoError::Open { path: path.to_path_buf(), source });
-            Cells::build(&tree(&lb, location)?, &tree(&ab, asn)?, isps)
+            Cells::walk(&tree(&lb, location)?, &tree(&ab, asn)?, isps)
         };
-        Ok(Databases { location: loc, asn: asn_db, cells })
+        Ok(Databases { location: loc, asn: asn_db, cells: walked.cells() })
     }
 
     /// The client as the query path sees it: one cell lookup.
