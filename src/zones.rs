@@ -179,10 +179,6 @@ impl Node {
 /// A name answered by the scheduler.
 #[derive(Debug, Clone)]
 pub struct ScheduledName {
-    /// Fully qualified, e.g. `www.aliyundoc.com.example.com.` or `*.img.example.com.`.
-    pub fqdn: String,
-    /// As written in the zone file, e.g. `www.aliyundoc.com` (the customer's own name).
-    pub key: String,
     pub coverage: Coverage,
     pub answers: u8,
     pub ttl: u32,

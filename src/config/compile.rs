@@ -649,15 +649,7 @@ fn zone(
         }
         node.scheduled = Some(SchedId(scheduled.len() as u32));
         let (pops, ranking) = lists.intern(list, coverage);
-        scheduled.push(ScheduledName {
-            fqdn: name::to_text(&wire),
-            key: key.clone(),
-            coverage,
-            answers,
-            ttl: s.ttl.unwrap_or(60),
-            pops,
-            ranking,
-        });
+        scheduled.push(ScheduledName { coverage, answers, ttl: s.ttl.unwrap_or(60), pops, ranking });
     }
 
     add_empty_non_terminals(&mut nodes, &apex);

@@ -522,12 +522,13 @@ mod tests {
             };
             let ip = std::net::IpAddr::from(ip);
             let client = Client::from_ecs(snap, ip, 24);
-            let name = snap.zones.sched(crate::zones::SchedId(next(snap.zones.scheduled.len() as u64) as u32));
+            let id = next(snap.zones.scheduled.len() as u64) as u32;
+            let name = snap.zones.sched(crate::zones::SchedId(id));
             let family = if next(3) == 0 { Family::V6 } else { Family::V4 };
             let want = decide_reference(snap, &quality, &client, name, family);
-            assert_eq!(decide(snap, &quality, &client, name, family, &mut cands), want, "{ip} {}", name.fqdn);
+            assert_eq!(decide(snap, &quality, &client, name, family, &mut cands), want, "{ip} scheduled name {id}");
             let got = decide_cached(snap, &quality, &client, name, family, &mut cands, &mut cache);
-            assert_eq!(got, want, "cached: {ip} {} {family:?}", name.fqdn);
+            assert_eq!(got, want, "cached: {ip} scheduled name {id} {family:?}");
             fallbacks += usize::from(want.fallback.is_some());
             spilled += usize::from(!cache.arena().is_empty());
             seconds += usize::from(want.pops().len() > 1);
