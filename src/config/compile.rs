@@ -480,11 +480,9 @@ fn zones(dir: &Path, pops: &Pops, main: &Ctx) -> Result<Zones, ConfigError> {
     // Overlapping zones: the longest match wins, so data of a parent zone at or
     // below a child zone's apex could never be answered. Refuse it.
     for (zi, z) in zones.list.iter().enumerate() {
-        for n in z.nodes.keys() {
+        for (n, node) in z.nodes.iter() {
             let owner = zones.find(n).map(|o| o.apex.clone());
-            if owner.as_deref() != Some(&z.apex[..])
-                && (!z.nodes[n].rrsets.is_empty() || z.nodes[n].scheduled.is_some())
-            {
+            if owner.as_deref() != Some(&z.apex[..]) && (!node.rrsets.is_empty() || node.scheduled.is_some()) {
                 let (f, l) = &origins[zi];
                 return Err(ConfigError::new(
                     f,
@@ -555,7 +553,7 @@ fn zone(
     for v in [soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum] {
         soa_rdata.extend_from_slice(&v.to_be_bytes());
     }
-    let apex_node = nodes.entry(apex.clone().into()).or_default();
+    let apex_node = nodes.entry_or_default(&apex);
     apex_node.rrsets.push(RRset {
         rtype: rtype::SOA,
         records: vec![zones::record_tail(rtype::SOA, z.ttl, &soa_rdata)],
@@ -567,7 +565,7 @@ fn zone(
     for (key, types) in &z.records {
         let at = ypath!["records", key];
         let wire = owner(ctx, &at, key, &apex, &zname)?;
-        let node = nodes.entry(wire.clone().into()).or_default();
+        let node = nodes.entry_or_default(&wire);
         for (tname, values) in types {
             let tat = ypath!["records", key, tname];
             let t = rtype::from_name(tname).ok_or_else(|| ctx.err(&tat, format!("unknown record type `{tname}`")))?;
@@ -641,7 +639,7 @@ fn zone(
                 ids
             }
         };
-        let node = nodes.entry(wire.clone().into()).or_default();
+        let node = nodes.entry_or_default(&wire);
         if !node.rrsets.is_empty() {
             return Err(
                 ctx.err(&at, format!("`{key}` has static records too: a scheduled name answers only A and AAAA"))
@@ -654,17 +652,25 @@ fn zone(
 
     add_empty_non_terminals(&mut nodes, &apex);
     add_glue(&mut nodes, &apex);
+    nodes.shrink_to_fit();
     Ok(Zone { name: zname, apex: apex.into(), negative_soa, nodes })
 }
 
 /// Every ancestor of a node, up to the apex, becomes a node (RFC 8020).
 fn add_empty_non_terminals(nodes: &mut NameMap<Node>, apex: &[u8]) {
-    let names: Vec<Box<[u8]>> = nodes.keys().cloned().collect();
-    for n in names {
-        let mut cur: &[u8] = &n;
+    let mut name = [0u8; 255];
+    for i in 0..nodes.len() {
+        // Copied out: adding parents may move the map's name arena.
+        let n = nodes.key_at(i);
+        let len = n.len().min(name.len());
+        name[..len].copy_from_slice(&n[..len]);
+        let mut cur: &[u8] = &name[..len];
         while cur != apex {
             let Some(p) = name::parent(cur) else { break };
-            nodes.entry(p.into()).or_default();
+            if nodes.contains_key(p) {
+                break; // and so are its ancestors
+            }
+            nodes.entry_or_default(p);
             cur = p;
         }
     }
