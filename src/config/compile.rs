@@ -524,14 +524,36 @@ fn owner(ctx: &Ctx, at: &[Seg], key: &str, apex: &[u8], zone: &str) -> Result<Ve
 struct PopLists {
     lists: HashMap<Vec<PopId>, (Arc<[PopId]>, u32)>,
     classes: HashMap<(u32, Coverage), RankingClass>,
+    /// The list of every POP and its number, once made.
+    all: Option<(Arc<[PopId]>, u32)>,
 }
 
 impl PopLists {
     fn intern(&mut self, list: Vec<PopId>, coverage: Coverage) -> (Arc<[PopId]>, RankingClass) {
         let n = self.lists.len() as u32;
         let (arc, i) = self.lists.entry(list).or_insert_with_key(|l| (l.as_slice().into(), n)).clone();
+        self.class(arc, i, coverage)
+    }
+
+    /// Every POP (`pops: all`, the default), interned like any list but
+    /// built and hashed once: per name, at 1,000 POPs and a million names,
+    /// that was 2 GB of lists made and hashed and half of the load's time.
+    fn all(&mut self, pops: usize, coverage: Coverage) -> (Arc<[PopId]>, RankingClass) {
+        let (arc, i) = match &self.all {
+            Some(a) => a.clone(),
+            None => {
+                let (arc, class) = self.intern((0..pops).map(|i| PopId(i as u16)).collect(), coverage);
+                let i = self.lists[&arc[..]].1;
+                self.all = Some((arc.clone(), i));
+                return (arc, class);
+            }
+        };
+        self.class(arc, i, coverage)
+    }
+
+    fn class(&mut self, arc: Arc<[PopId]>, list: u32, coverage: Coverage) -> (Arc<[PopId]>, RankingClass) {
         let n = self.classes.len() as u32;
-        (arc, *self.classes.entry((i, coverage)).or_insert(RankingClass(n)))
+        (arc, *self.classes.entry((list, coverage)).or_insert(RankingClass(n)))
     }
 }
 
@@ -598,11 +620,12 @@ fn zone(
         }
     }
 
+    let no_settings = raw::Scheduled::default();
     for (key, s) in &z.scheduled {
         let at = ypath!["scheduled", key];
         let wire = owner(ctx, &at, key, &apex, &zname)?;
         // `name:` with nothing under it takes every default.
-        let s = s.clone().unwrap_or_default();
+        let s = s.as_ref().unwrap_or(&no_settings);
         let coverage = match &s.coverage {
             None => Coverage::Global,
             Some(c) => Coverage::parse(c).ok_or_else(|| {
@@ -617,8 +640,8 @@ fn zone(
             return Err(ctx.err(&ypath!["scheduled", key, "answers"], "`answers` must be 1..8"));
         }
         let list = match &s.pops {
-            None => (0..pops.len()).map(|i| PopId(i as u16)).collect(),
-            Some(raw::PopsSel::Word(w)) if w == "all" => (0..pops.len()).map(|i| PopId(i as u16)).collect(),
+            None => None,
+            Some(raw::PopsSel::Word(w)) if w == "all" => None,
             Some(raw::PopsSel::Word(w)) => {
                 return Err(ctx.err(
                     &ypath!["scheduled", key, "pops"],
@@ -636,7 +659,7 @@ fn zone(
                         ids.push(id);
                     }
                 }
-                ids
+                Some(ids)
             }
         };
         let node = nodes.entry_or_default(&wire);
@@ -646,7 +669,10 @@ fn zone(
             );
         }
         node.scheduled = Some(SchedId(scheduled.len() as u32));
-        let (pops, ranking) = lists.intern(list, coverage);
+        let (pops, ranking) = match list {
+            Some(list) => lists.intern(list, coverage),
+            None => lists.all(pops.len(), coverage),
+        };
         scheduled.push(ScheduledName { coverage, answers, ttl: s.ttl.unwrap_or(60), pops, ranking });
     }
 
@@ -706,6 +732,29 @@ mod tests {
         assert_eq!(parse_duration("14d"), Some(Duration::from_secs(14 * 86400)));
         assert_eq!(parse_duration("3x"), None);
         assert_eq!(parse_duration("s"), None);
+    }
+
+    /// `pops: all` (or none) and the same list written out share one
+    /// interned list and ranking class, whichever comes first; another
+    /// order or coverage is another class.
+    #[test]
+    fn every_pop_is_one_list_however_it_is_asked_for() {
+        let all = |n: u16| (0..n).map(PopId).collect::<Vec<_>>();
+        let mut l = PopLists::default();
+        let (a, ca) = l.all(3, Coverage::Global);
+        assert_eq!(&a[..], &all(3)[..]);
+        let (b, cb) = l.intern(all(3), Coverage::Global);
+        assert!(Arc::ptr_eq(&a, &b) && ca == cb);
+        let (c, cc) = l.all(3, Coverage::Mainland);
+        assert!(Arc::ptr_eq(&a, &c) && cc != ca);
+        assert_eq!(l.all(3, Coverage::Global).1, ca, "asked again");
+        let mut l = PopLists::default();
+        let (x, cx) = l.intern(all(2), Coverage::Global);
+        let (r, cr) = l.intern(vec![PopId(1), PopId(0)], Coverage::Global);
+        let (y, cy) = l.all(2, Coverage::Global);
+        assert!(Arc::ptr_eq(&x, &y) && cx == cy);
+        assert!(!Arc::ptr_eq(&r, &y) && cr != cy);
+        assert_eq!(l.lists.len(), 2);
     }
 
     #[test]
