@@ -1,6 +1,7 @@
 //! The MaxMind DB readers: the only code that knows the databases' field names.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+use std::fs::File;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -36,29 +37,37 @@ impl std::fmt::Debug for Databases {
     }
 }
 
-fn open(path: &Path) -> Result<Reader<Mmap>, GeoError> {
-    Reader::from_source(map(path)?).map_err(|source| GeoError::Open { path: path.to_path_buf(), source })
+/// A database's reader, and the open file: the compile maps that same file
+/// again, so a database renamed over this one meanwhile cannot give the
+/// cells one file and `records` (explain, `geo`) another.
+fn open(path: &Path) -> Result<(Reader<Mmap>, File), GeoError> {
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    let reader =
+        Reader::from_source(map(&file, path)?).map_err(|source| GeoError::Open { path: path.to_path_buf(), source })?;
+    Ok((reader, file))
 }
 
-fn map(path: &Path) -> Result<Mmap, GeoError> {
-    let err = |e| GeoError::Open { path: path.to_path_buf(), source: maxminddb::MaxMindDbError::Io(e) };
-    let file = std::fs::File::open(path).map_err(err)?;
+fn map(file: &File, path: &Path) -> Result<Mmap, GeoError> {
     // SAFETY: the file must not be modified in place while mapped. Operators
     // replace databases by writing a new file and renaming it over the old one,
     // which leaves this mapping on the old inode.
-    unsafe { Mmap::map(&file) }.map_err(err)
+    unsafe { Mmap::map(file) }.map_err(|e| io_error(path, e))
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> GeoError {
+    GeoError::Open { path: path.to_path_buf(), source: maxminddb::MaxMindDbError::Io(e) }
 }
 
 impl Databases {
     /// Open both databases and compile the cell table (for the real 14.7M-network
     /// City database this walks every network once; see the README for the time it takes).
     pub fn open(location: &Path, asn: &Path, isps: &IspMap) -> Result<Databases, GeoError> {
-        let loc = open(location)?;
+        let (loc, loc_file) = open(location)?;
         let t = &loc.metadata().database_type;
         if !(t.contains("City") || t.contains("Country")) {
             return Err(GeoError::Layout { path: location.into(), found: t.clone(), expected: "City or Country" });
         }
-        let asn_db = open(asn)?;
+        let (asn_db, asn_file) = open(asn)?;
         let t = &asn_db.metadata().database_type;
         if !(t.contains("ASN") || t.contains("ISP")) {
             return Err(GeoError::Layout { path: asn.into(), found: t.clone(), expected: "ASN" });
@@ -68,7 +77,7 @@ impl Databases {
         // those pages out of the load's peak, and out of the server's memory
         // until explain or `geo` reads them through the readers.
         let walked = {
-            let (lb, ab) = (map(location)?, map(asn)?);
+            let (lb, ab) = (map(&loc_file, location)?, map(&asn_file, asn)?);
             let tree =
                 |b, path: &Path| Tree::new(b).map_err(|source| GeoError::Open { path: path.to_path_buf(), source });
             Cells::walk(&tree(&lb, location)?, &tree(&ab, asn)?, isps)
