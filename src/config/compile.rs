@@ -530,25 +530,29 @@ struct PopLists {
 
 impl PopLists {
     fn intern(&mut self, list: Vec<PopId>, coverage: Coverage) -> (Arc<[PopId]>, RankingClass) {
-        let n = self.lists.len() as u32;
-        let (arc, i) = self.lists.entry(list).or_insert_with_key(|l| (l.as_slice().into(), n)).clone();
-        self.class(arc, i, coverage)
+        let (arc, n) = self.list(list);
+        self.class(arc, n, coverage)
     }
 
     /// Every POP (`pops: all`, the default), interned like any list but
     /// built and hashed once: per name, at 1,000 POPs and a million names,
     /// that was 2 GB of lists made and hashed and half of the load's time.
     fn all(&mut self, pops: usize, coverage: Coverage) -> (Arc<[PopId]>, RankingClass) {
-        let (arc, i) = match &self.all {
+        let (arc, n) = match &self.all {
             Some(a) => a.clone(),
             None => {
-                let (arc, class) = self.intern((0..pops).map(|i| PopId(i as u16)).collect(), coverage);
-                let i = self.lists[&arc[..]].1;
-                self.all = Some((arc.clone(), i));
-                return (arc, class);
+                let a = self.list((0..pops).map(|i| PopId(i as u16)).collect());
+                self.all = Some(a.clone());
+                a
             }
         };
-        self.class(arc, i, coverage)
+        self.class(arc, n, coverage)
+    }
+
+    /// The shared copy of `list`, and its number.
+    fn list(&mut self, list: Vec<PopId>) -> (Arc<[PopId]>, u32) {
+        let n = self.lists.len() as u32;
+        self.lists.entry(list).or_insert_with_key(|l| (l.as_slice().into(), n)).clone()
     }
 
     fn class(&mut self, arc: Arc<[PopId]>, list: u32, coverage: Coverage) -> (Arc<[PopId]>, RankingClass) {

@@ -11,8 +11,9 @@
 //! stays with the crate, and the tests check this reading against it.
 //!
 //! The file is not trusted: every read is bounds-checked, the walk never goes
-//! deeper than the address width (a cycle in the tree ends there) and a
-//! value read visits a bounded number of values. A malformed part reads as
+//! deeper than the address width and stops after twice the node count (a
+//! tree that points back up would otherwise double the work at each level),
+//! and a record read visits a bounded number of values. A malformed part reads as
 //! "no data", as the crate's iterator errors did when they were skipped.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
