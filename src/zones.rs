@@ -12,9 +12,10 @@ use std::hash::BuildHasher;
 use crate::pops::{Coverage, PopId};
 
 /// Values by wire-format name, for the zone index. The names lie back to
-/// back in one byte arena and the hash table holds entry numbers: a million
-/// scheduled names took 146 MB as a `HashMap` of boxed names (a 48-byte
-/// bucket at under half load, and a heap block for every name), 85 MB so.
+/// back in one byte arena and the hash table holds entry numbers. As a
+/// `HashMap` of boxed names, each name cost a 48-byte bucket (at under half
+/// load) and a heap block of its own: a million-name zone's live heap after
+/// loading fell from 176 to 112 MiB with this map (`bench/heap.rs`).
 pub struct NameMap<V> {
     arena: Vec<u8>,
     entries: Vec<(NameRef, V)>,
@@ -22,7 +23,8 @@ pub struct NameMap<V> {
 }
 
 /// Where a name lies in the arena: its start above 16 bits, its length
-/// (at most 255 for a wire name) below.
+/// below (a wire name has at most 255 bytes; a longer key would be cut
+/// short and never found, not panic).
 #[derive(Clone, Copy)]
 struct NameRef(u64);
 
