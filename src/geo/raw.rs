@@ -197,6 +197,7 @@ pub struct Data<'a> {
     bytes: &'a [u8],
 }
 
+// The format's type numbers (those the compile reads or passes over).
 const POINTER: u8 = 1;
 const STRING: u8 = 2;
 const DOUBLE: u8 = 3;
