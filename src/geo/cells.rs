@@ -162,7 +162,7 @@ impl Cells {
 /// Both walks joined: the ranges and cells, before they are tabled.
 pub struct Walked {
     all: Walk,
-    v6_runs: Vec<(u64, u32)>,
+    v6_runs: Runs,
     aliases: [bool; ALIASES.len()],
 }
 
@@ -175,11 +175,11 @@ impl Walked {
         let Walked { all, v6_runs, aliases } = self;
         let Walk { runs, locs, cells, .. } = all;
         drop((locs.ids, locs.hashes));
-        let v4 = HugeSlice::from_exact(runs.iter().map(|&(s, c)| (s as u32, c)));
+        let v4 = HugeSlice::from_exact(runs.starts.iter().zip(&runs.cells).map(|(&s, &c)| (s as u32, c)));
         drop(runs);
         let v4_index =
             HugeSlice::from_exact((0..1u32 << 20).map(|hi| (v4.partition_point(|r| r.0 <= hi << 12) - 1) as u32));
-        let v6 = V6Ranges::new(&v6_runs);
+        let v6 = V6Ranges::new(&v6_runs.starts, &v6_runs.cells);
         drop(v6_runs);
         let loc_values = locs.values;
         let cells = HugeSlice::from_exact(cells.pairs.into_iter().map(|(loc, isp)| Cell {
@@ -267,10 +267,10 @@ struct V6Ranges {
 }
 
 impl V6Ranges {
-    /// From a partition's (first /64 number, cell) runs, in order from 0.
-    fn new(runs: &[(u64, u32)]) -> V6Ranges {
+    /// From a partition's runs (first /64 numbers, in order from 0, and cells).
+    fn new(starts: &[u64], cells: &[u32]) -> V6Ranges {
         let mut groups: Vec<(u32, u32)> = Vec::new();
-        for (i, &(start, _)) in runs.iter().enumerate() {
+        for (i, &start) in starts.iter().enumerate() {
             let high = (start >> 32) as u32;
             if groups.last().is_none_or(|g| g.0 != high) {
                 groups.push((high, i as u32));
@@ -278,8 +278,8 @@ impl V6Ranges {
         }
         V6Ranges {
             groups: HugeSlice::from_exact(groups.into_iter()),
-            low: HugeSlice::from_exact(runs.iter().map(|r| r.0 as u32)),
-            cells: HugeSlice::from_exact(runs.iter().map(|r| r.1)),
+            low: HugeSlice::from_exact(starts.iter().map(|&s| s as u32)),
+            cells: HugeSlice::from_exact(cells.iter().copied()),
         }
     }
 
@@ -331,6 +331,37 @@ impl Sink for Vec<(u64, u32)> {
     }
 }
 
+/// A walk's runs in two columns: 12 bytes a run where a `(u64, u32)` takes
+/// 16 with its padding. The two walks' runs (8.1M for the City database)
+/// are the largest thing the load holds at its peak.
+#[derive(Default)]
+struct Runs {
+    /// First address or /64 number of each range, in order.
+    starts: Vec<u64>,
+    /// The cell of each range.
+    cells: Vec<u32>,
+}
+
+impl Runs {
+    fn with_capacity(n: usize) -> Runs {
+        Runs { starts: Vec::with_capacity(n), cells: Vec::with_capacity(n) }
+    }
+
+    #[cfg(test)]
+    fn pairs(&self) -> Vec<(u64, u32)> {
+        self.starts.iter().copied().zip(self.cells.iter().copied()).collect()
+    }
+}
+
+impl Sink for Runs {
+    fn run(&mut self, start: u64, v: u32) {
+        if self.cells.last() != Some(&v) {
+            self.starts.push(start);
+            self.cells.push(v);
+        }
+    }
+}
+
 /// A partition of one family's space as (start, value) runs, built in
 /// address order. IPv4 starts are addresses; IPv6 starts are /64 numbers
 /// (see `Cells::v6`): a /64 takes the value of the range that holds its
@@ -378,19 +409,27 @@ impl<S: Sink> Partition<S> {
 
 /// Overlays the runs of one partition, as they come, onto another held in
 /// memory: the output's runs are cell ids of (value here, value there).
-struct Overlay<'b, F> {
+struct Overlay<'b, F, O = Vec<(u64, u32)>> {
     held: &'b [(u64, u32)],
     /// The held run that covers the last output start.
     j: usize,
     /// The last incoming run: its end is the next run's start.
     pending: Option<(u64, u32)>,
     cell_of: F,
-    out: Vec<(u64, u32)>,
+    out: O,
 }
 
+#[cfg(test)]
 impl<'b, F: FnMut(u32, u32) -> u32> Overlay<'b, F> {
     fn new(held: &'b [(u64, u32)], cell_of: F) -> Self {
-        Overlay { held, j: 0, pending: None, cell_of, out: Vec::with_capacity(held.len()) }
+        Overlay::into(held, cell_of, Vec::new())
+    }
+}
+
+impl<'b, F: FnMut(u32, u32) -> u32, O: Sink> Overlay<'b, F, O> {
+    /// Overlaid runs go to `out`.
+    fn into(held: &'b [(u64, u32)], cell_of: F, out: O) -> Self {
+        Overlay { held, j: 0, pending: None, cell_of, out }
     }
 
     /// The incoming run [start, end) of value `v` (end None: to the end of the space).
@@ -414,7 +453,7 @@ impl<'b, F: FnMut(u32, u32) -> u32> Overlay<'b, F> {
     }
 }
 
-impl<F: FnMut(u32, u32) -> u32> Sink for Overlay<'_, F> {
+impl<F: FnMut(u32, u32) -> u32, O: Sink> Sink for Overlay<'_, F, O> {
     fn run(&mut self, start: u64, v: u32) {
         if let Some((s, pv)) = self.pending.replace((start, v)) {
             self.emit(s, Some(start), pv);
@@ -422,8 +461,8 @@ impl<F: FnMut(u32, u32) -> u32> Sink for Overlay<'_, F> {
     }
 }
 
-impl<F: FnMut(u32, u32) -> u32> Overlay<'_, F> {
-    fn finish(mut self) -> Vec<(u64, u32)> {
+impl<F: FnMut(u32, u32) -> u32, O: Sink> Overlay<'_, F, O> {
+    fn finish(mut self) -> O {
         if let Some((s, v)) = self.pending.take() {
             self.emit(s, None, v);
         }
@@ -548,8 +587,7 @@ impl LocKey {
 /// One family's walk of both databases: its partition into ranges, with
 /// location and cell ids of its own (`Cells::build` joins the two).
 struct Walk {
-    /// (first address or /64 number, cell id) of each range, in order.
-    runs: Vec<(u64, u32)>,
+    runs: Runs,
     locs: Locations,
     cells: CellIds,
 }
@@ -618,7 +656,8 @@ impl Walk {
             // The ASN partition is held; the location database (the large
             // one) is overlaid onto it as it is walked.
             let isp = partition(asn, family, &mut isp_value, Vec::new());
-            partition(location, family, &mut loc_value, Overlay::new(&isp, &mut cell_of)).finish()
+            let out = Runs::with_capacity(isp.len());
+            partition(location, family, &mut loc_value, Overlay::into(&isp, &mut cell_of, out)).finish()
         };
         Walk { runs, locs, cells }
     }
@@ -626,7 +665,7 @@ impl Walk {
     /// Take in `other`'s locations and cells, numbering the new ones after
     /// this walk's in the order `other` met them; `other`'s ranges with
     /// their cells in this walk's ids.
-    fn absorb(&mut self, other: Walk) -> Vec<(u64, u32)> {
+    fn absorb(&mut self, other: Walk) -> Runs {
         let loc_ids: Vec<u32> = other.locs.values.iter().map(|&l| self.locs.id(l)).collect();
         let cell_ids: Vec<u32> = other
             .cells
@@ -635,8 +674,8 @@ impl Walk {
             .map(|&(loc, isp)| self.cells.of(loc_ids.get(loc as usize).copied().unwrap_or(NONE), isp))
             .collect();
         let mut runs = other.runs;
-        for r in &mut runs {
-            r.1 = cell_ids.get(r.1 as usize).copied().unwrap_or(0);
+        for c in &mut runs.cells {
+            *c = cell_ids.get(*c as usize).copied().unwrap_or(0);
         }
         runs
     }
@@ -677,7 +716,8 @@ mod tests {
         starts.sort_unstable();
         starts.dedup();
         let runs: Vec<(u64, u32)> = starts.iter().enumerate().map(|(i, &s)| (s, i as u32)).collect();
-        let t = V6Ranges::new(&runs);
+        let cells: Vec<u32> = runs.iter().map(|r| r.1).collect();
+        let t = V6Ranges::new(&starts, &cells);
         let reference = |x: u64| {
             let i = starts.partition_point(|&s| s <= x) - 1;
             (i as u32, starts[i], starts.get(i + 1).map_or(u64::MAX, |&s| s - 1))
@@ -729,11 +769,11 @@ mod tests {
         };
         let mut all = Walk::new(&loc, &asn, &snap.isps, Family::V4);
         let v6 = Walk::new(&loc, &asn, &snap.isps, Family::V6);
-        let (own4, own6) = (cells(&all, &all.runs), cells(&v6, &v6.runs));
+        let (own4, own6) = (cells(&all, &all.runs.pairs()), cells(&v6, &v6.runs.pairs()));
         let (n4, n6) = (all.locs.values.len(), v6.locs.values.len());
         let joined = all.absorb(v6);
-        assert_eq!(cells(&all, &joined), own6);
-        assert_eq!(cells(&all, &all.runs), own4);
+        assert_eq!(cells(&all, &joined.pairs()), own6);
+        assert_eq!(cells(&all, &all.runs.pairs()), own4);
         // The demo's IPv6 locations are all IPv4 ones too: stored once.
         assert!(n6 > 1 && all.locs.values.len() == n4, "{n4} + {n6} -> {}", all.locs.values.len());
 
@@ -741,7 +781,8 @@ mod tests {
         // order the second walk met them.
         let at = |c: &str| Location { country: crate::geo::CountryCode::parse(c), ..Location::default() };
         let walk = |locs: &[&str], pairs: &[(u32, u32)], runs: &[(u64, u32)]| {
-            let mut w = Walk { runs: runs.to_vec(), locs: Locations::default(), cells: CellIds::new(2) };
+            let runs = Runs { starts: runs.iter().map(|r| r.0).collect(), cells: runs.iter().map(|r| r.1).collect() };
+            let mut w = Walk { runs, locs: Locations::default(), cells: CellIds::new(2) };
             for (i, c) in locs.iter().enumerate() {
                 assert_eq!(w.locs.id(at(c)) as usize, i, "{c} is new");
             }
@@ -753,7 +794,7 @@ mod tests {
         let mut first = walk(&["CN", "DE"], &[(NONE, NONE), (0, 0), (1, NONE)], &[(0, 1), (7, 2)]);
         let second =
             walk(&["JP", "CN"], &[(NONE, NONE), (0, 1), (1, 0), (0, NONE)], &[(0, 0), (5, 1), (9, 2), (12, 3)]);
-        assert_eq!(first.absorb(second), vec![(0, 0), (5, 3), (9, 1), (12, 4)]);
+        assert_eq!(first.absorb(second).pairs(), vec![(0, 0), (5, 3), (9, 1), (12, 4)]);
         assert_eq!(first.locs.values, vec![at("CN"), at("DE"), at("JP")]);
         assert_eq!(first.cells.pairs, vec![(NONE, NONE), (0, 0), (1, NONE), (2, 1), (2, NONE)]);
     }
@@ -901,6 +942,12 @@ mod tests {
                 o.run(s, v);
             }
             assert_eq!(o.finish(), want, "{a:?} over {b:?}");
+            // The same into the two-column runs the walks use.
+            let mut o = Overlay::into(&b, cell, Runs::default());
+            for &(s, v) in &a {
+                o.run(s, v);
+            }
+            assert_eq!(o.finish().pairs(), want, "{a:?} over {b:?}, in columns");
         }
     }
 }
