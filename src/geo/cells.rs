@@ -174,7 +174,7 @@ impl Walked {
     pub fn cells(self) -> Cells {
         let Walked { all, v6_runs, aliases } = self;
         let Walk { runs, locs, cells, .. } = all;
-        drop((locs.ids, locs.hashes));
+        drop(locs.ids);
         let v4 = HugeSlice::from_exact(runs.starts.iter().zip(&runs.cells).map(|(&s, &c)| (s as u32, c)));
         drop(runs);
         let v4_index =
@@ -593,32 +593,30 @@ struct Walk {
 }
 
 /// Distinct locations, numbered in the order they are first met. The table
-/// holds ids only, with each location's hash kept beside it: a map keyed by
-/// a copy of each location (a 32-byte bucket) took 32 MB at the load's peak
-/// for the City database's 565k locations, and as much again in the other
-/// walk. The hashes spare the growth from reading every location again.
+/// holds ids only and hashes the stored value: a map keyed by a copy of each
+/// location (a 32-byte bucket) took 32 MB at the load's peak for the City
+/// database's 565k locations, and as much again in the other walk. (Keeping
+/// each location's hash beside it, so that probes and growth need not read
+/// the location again, cost 6.5 MB and saved no time.)
 #[derive(Default)]
 struct Locations {
     ids: hashbrown::HashTable<u32>,
     /// By location id.
     values: Vec<Location>,
-    hashes: Vec<u64>,
 }
 
 impl Locations {
     /// The id of `loc`, made when first met.
     fn id(&mut self, loc: Location) -> u32 {
+        let hash = |k: &LocKey| Fast::default().hash_one(k);
         let key = LocKey::of(&loc);
-        let h = Fast::default().hash_one(key);
-        let Locations { ids, values, hashes } = self;
-        let same = |&i: &u32| hashes[i as usize] == h && LocKey::of(&values[i as usize]) == key;
-        if let Some(&id) = ids.find(h, same) {
+        let Locations { ids, values } = self;
+        if let Some(&id) = ids.find(hash(&key), |&i| LocKey::of(&values[i as usize]) == key) {
             return id;
         }
         let id = values.len() as u32;
         values.push(loc);
-        hashes.push(h);
-        ids.insert_unique(h, id, |&i| hashes[i as usize]);
+        ids.insert_unique(hash(&key), id, |&i| hash(&LocKey::of(&values[i as usize])));
         id
     }
 }
