@@ -333,7 +333,7 @@ impl Sink for Vec<(u64, u32)> {
 
 /// A walk's runs in two columns: 12 bytes a run where a `(u64, u32)` takes
 /// 16 with its padding. The two walks' runs (8.1M for the City database)
-/// are the largest thing the load holds at its peak.
+/// are the largest thing they hold at the load's peak: 31 MB saved there.
 #[derive(Default)]
 struct Runs {
     /// First address or /64 number of each range, in order.
