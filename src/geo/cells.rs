@@ -585,7 +585,7 @@ impl LocKey {
 }
 
 /// One family's walk of both databases: its partition into ranges, with
-/// location and cell ids of its own (`Cells::build` joins the two).
+/// location and cell ids of its own (`Cells::walk` joins the two).
 struct Walk {
     runs: Runs,
     locs: Locations,
@@ -713,8 +713,7 @@ mod tests {
         starts.push(u64::MAX - 3);
         starts.sort_unstable();
         starts.dedup();
-        let runs: Vec<(u64, u32)> = starts.iter().enumerate().map(|(i, &s)| (s, i as u32)).collect();
-        let cells: Vec<u32> = runs.iter().map(|r| r.1).collect();
+        let cells: Vec<u32> = (0..starts.len() as u32).collect();
         let t = V6Ranges::new(&starts, &cells);
         let reference = |x: u64| {
             let i = starts.partition_point(|&s| s <= x) - 1;
