@@ -5,7 +5,7 @@ use std::fs::File;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use maxminddb::{LookupResult, Mmap, PathElement, Reader};
+use maxminddb::{LookupResult, MaxMindDbError, Mmap, PathElement, Reader};
 
 use super::cells::Cells;
 use super::raw::{Data, Tree};
@@ -14,7 +14,7 @@ use super::{ClientInfo, Continent, Coords, CountryCode, IspMap, Location, Record
 #[derive(Debug, thiserror::Error)]
 pub enum GeoError {
     #[error("{}: cannot open MaxMind DB: {source}", .path.display())]
-    Open { path: PathBuf, source: maxminddb::MaxMindDbError },
+    Open { path: PathBuf, source: MaxMindDbError },
     #[error("{}: database type `{found}` is not a {expected} database", .path.display())]
     Layout { path: PathBuf, found: String, expected: &'static str },
 }
@@ -41,9 +41,8 @@ impl std::fmt::Debug for Databases {
 /// again, so a database renamed over this one meanwhile cannot give the
 /// cells one file and `records` (explain, `geo`) another.
 fn open(path: &Path) -> Result<(Reader<Mmap>, File), GeoError> {
-    let file = File::open(path).map_err(|e| io_error(path, e))?;
-    let reader =
-        Reader::from_source(map(&file, path)?).map_err(|source| GeoError::Open { path: path.to_path_buf(), source })?;
+    let file = File::open(path).map_err(|e| open_error(path, MaxMindDbError::Io(e)))?;
+    let reader = Reader::from_source(map(&file, path)?).map_err(|e| open_error(path, e))?;
     Ok((reader, file))
 }
 
@@ -51,11 +50,11 @@ fn map(file: &File, path: &Path) -> Result<Mmap, GeoError> {
     // SAFETY: the file must not be modified in place while mapped. Operators
     // replace databases by writing a new file and renaming it over the old one,
     // which leaves this mapping on the old inode.
-    unsafe { Mmap::map(file) }.map_err(|e| io_error(path, e))
+    unsafe { Mmap::map(file) }.map_err(|e| open_error(path, MaxMindDbError::Io(e)))
 }
 
-fn io_error(path: &Path, e: std::io::Error) -> GeoError {
-    GeoError::Open { path: path.to_path_buf(), source: maxminddb::MaxMindDbError::Io(e) }
+fn open_error(path: &Path, source: MaxMindDbError) -> GeoError {
+    GeoError::Open { path: path.to_path_buf(), source }
 }
 
 impl Databases {
@@ -78,8 +77,7 @@ impl Databases {
         // until explain or `geo` reads them through the readers.
         let walked = {
             let (lb, ab) = (map(&loc_file, location)?, map(&asn_file, asn)?);
-            let tree =
-                |b, path: &Path| Tree::new(b).map_err(|source| GeoError::Open { path: path.to_path_buf(), source });
+            let tree = |b, path: &Path| Tree::new(b).map_err(|e| open_error(path, e));
             Cells::walk(&tree(&lb, location)?, &tree(&ab, asn)?, isps)
         };
         Ok(Databases { location: loc, asn: asn_db, cells: walked.cells() })
