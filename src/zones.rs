@@ -74,20 +74,21 @@ impl<V> NameMap<V> {
     where
         V: Default,
     {
-        let i = match self.find(name) {
-            Some(i) => i,
-            None => {
-                let i = self.entries.len();
-                let at = NameRef((self.arena.len() as u64) << 16 | name.len().min(0xFFFF) as u64);
-                self.arena.extend_from_slice(&name[..name.len().min(0xFFFF)]);
-                self.entries.push((at, V::default()));
-                let NameMap { arena, entries, table } = self;
+        let NameMap { arena, entries, table } = self;
+        let name_of = |j: u32| &arena[entries[j as usize].0.range()];
+        let slot = table.entry(Self::hash(name), |&j| name_of(j) == name, |&j| Self::hash(name_of(j)));
+        let i = match slot {
+            hashbrown::hash_table::Entry::Occupied(e) => *e.get() as usize,
+            hashbrown::hash_table::Entry::Vacant(e) => {
                 // Entry numbers fit in u32: each entry takes tens of bytes.
-                table.insert_unique(Self::hash(name), i as u32, |&j| Self::hash(&arena[entries[j as usize].0.range()]));
-                i
+                e.insert(entries.len() as u32);
+                let at = NameRef((arena.len() as u64) << 16 | name.len().min(0xFFFF) as u64);
+                arena.extend_from_slice(&name[..name.len().min(0xFFFF)]);
+                entries.push((at, V::default()));
+                entries.len() - 1
             }
         };
-        &mut self.entries[i].1
+        &mut entries[i].1
     }
 
     pub fn len(&self) -> usize {
