@@ -52,12 +52,26 @@ fn dig_sees_the_scheduled_answer_with_its_client_subnet() {
     assert!(has(&out, "; CLIENT-SUBNET: 8.8.8.0/24/24"), "{text}");
     assert!(out.iter().any(|l| l.starts_with(";; SERVER:") && l.contains("(TCP)")), "{text}");
 
-    // IPv6 client subnet, AAAA, through the CNAME at www.example.com.
+    // IPv6 client subnet, AAAA.
+    let Some(out) = run(&s, &["www.aliyundoc.com.example.com", "AAAA", "+subnet=2600:1f00::/56", "+norec"]) else {
+        return;
+    };
+    let text = out.join("\n");
+    assert!(has(&out, "www.aliyundoc.com.example.com. 60 IN AAAA 2001:db8:230::1"), "{text}");
+    assert!(has(&out, "; CLIENT-SUBNET: 2600:1f00::/56/24"), "{text}");
+
+    // The CNAME at www.example.com leads to the scheduled name: asked with
+    // ECS, the answer is the CNAME alone, unscoped (RFC 7871 §7.2.1); asked
+    // without, the chain is followed.
     let Some(out) = run(&s, &["www.example.com", "AAAA", "+subnet=2600:1f00::/56", "+norec"]) else { return };
     let text = out.join("\n");
     assert!(has(&out, "www.example.com. 3600 IN CNAME www.aliyundoc.com.example.com."), "{text}");
-    assert!(has(&out, "www.aliyundoc.com.example.com. 60 IN AAAA 2001:db8:230::1"), "{text}");
-    assert!(has(&out, "; CLIENT-SUBNET: 2600:1f00::/56/24"), "{text}");
+    assert!(!out.iter().any(|l| l.contains(" IN AAAA ")), "{text}");
+    assert!(has(&out, "; CLIENT-SUBNET: 2600:1f00::/56/0"), "{text}");
+    let Some(out) = run(&s, &["www.example.com", "AAAA", "+norec"]) else { return };
+    let text = out.join("\n");
+    assert!(has(&out, "www.example.com. 3600 IN CNAME www.aliyundoc.com.example.com."), "{text}");
+    assert!(out.iter().any(|l| l.starts_with("www.aliyundoc.com.example.com. 60 IN AAAA ")), "{text}");
 
     // Source prefix 0: the resolver's address is used, scope 0.
     let Some(out) = run(&s, &["www.aliyundoc.com.example.com", "+subnet=0.0.0.0/0"]) else { return };

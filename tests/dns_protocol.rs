@@ -368,20 +368,33 @@ fn lookup_is_case_insensitive_and_the_question_is_echoed_as_asked() {
 }
 
 #[test]
-fn cname_is_followed_to_the_scheduled_name_in_our_zone() {
+fn cname_is_followed_to_the_scheduled_name_in_our_zone_unless_asked_with_ecs() {
     let s = Srv::start();
     let cname = "www.example.com. 3600 CNAME www.aliyundoc.com.example.com.";
-    for (proto, m) in both(&s, &q_ecs("www.example.com.", RecordType::A, ECS_ZJ)) {
-        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{proto}");
-        assert!(m.metadata.authoritative, "{proto}");
-        assert_eq!(rrs(&m.answers), [cname, "www.aliyundoc.com.example.com. 60 A 192.0.2.10"], "{proto}");
+    // Without ECS the chain is followed (the resolver, 127.0.0.1, is not
+    // located: any POP of the family will do).
+    for (t, rtype) in [(RecordType::A, "A"), (RecordType::AAAA, "AAAA")] {
+        for (proto, m) in both(&s, &q("www.example.com.", t)) {
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{proto}");
+            assert!(m.metadata.authoritative, "{proto}");
+            let got = rrs(&m.answers);
+            assert_eq!(got.len(), 2, "{proto}: {got:?}");
+            assert_eq!(got[0], cname, "{proto}");
+            assert!(got[1].starts_with(&format!("www.aliyundoc.com.example.com. 60 {rtype} ")), "{proto}: {got:?}");
+        }
     }
-    for (proto, m) in both(&s, &q_ecs("www.example.com.", RecordType::AAAA, "8.8.8.0/24")) {
-        // US CA -> us-west-1
-        assert_eq!(rrs(&m.answers), [cname, "www.aliyundoc.com.example.com. 60 AAAA 2001:db8:240::1"], "{proto}");
+    // With ECS, the CNAME alone and scope 0, so a cache keeps the alias
+    // unscoped and asks for the tailored name itself (RFC 7871 §7.2.1).
+    for ecs in [ECS_ZJ, "8.8.8.0/24"] {
+        for (proto, m) in both(&s, &q_ecs("www.example.com.", RecordType::A, ecs)) {
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{proto}");
+            assert_eq!(rrs(&m.answers), [cname], "{proto} {ecs}");
+            assert!(m.authorities.is_empty(), "{proto} {ecs}");
+            assert_eq!(ecs_of(&m).map(|(_, scope)| scope), Some(0), "{proto} {ecs}");
+        }
     }
     // Followed to the scheduled name, where MX is NODATA: the CNAME and the SOA.
-    let m = udp(s.udp, &q_ecs("www.example.com.", RecordType::MX, ECS_ZJ));
+    let m = udp(s.udp, &q("www.example.com.", RecordType::MX));
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert_eq!(rrs(&m.answers), [cname]);
     assert_eq!(rrs(&m.authorities), [SOA_NEG]);
@@ -530,6 +543,123 @@ fn opcodes_other_than_query_are_notimp_and_notify_update_refused() {
     }
 }
 
+/// `raw_query` with an OPT (version 0, no options) whose DO bit is set.
+fn with_do(mut q: Vec<u8>) -> Vec<u8> {
+    // The OPT is the last 11 bytes: root, TYPE, CLASS, ext RCODE, version, flags, RDLENGTH 0.
+    let flags_at = q.len() - 4;
+    q[flags_at] |= 0x80;
+    q
+}
+
+#[test]
+fn errors_to_edns_queries_carry_an_opt() {
+    // RFC 6891 §6.1.1 and §7: a reply to a query with an OPT has one, the
+    // errors included, so the client can tell a format error within EDNS
+    // from a server without EDNS. A query without an OPT gets none back.
+    let s = Srv::start();
+    let edns = raw_query(0x3400, "example.com", 6, Some((1232, 0, &[])));
+    let plain = raw_query(0x3401, "example.com", 6, None);
+    let question_len = "example.com".len() + 2 + 4;
+    let no_question = |q: &[u8]| {
+        let mut v = q[..12].to_vec();
+        v[5] = 0;
+        v.extend_from_slice(&q[12 + question_len..]);
+        v
+    };
+    let two_questions = |q: &[u8]| {
+        let mut v = q[..12 + question_len].to_vec();
+        v[5] = 2;
+        v.extend_from_slice(&q[12..]);
+        v
+    };
+    let opt = &edns[12 + question_len..];
+    let mut two_opts = edns.clone();
+    two_opts[11] = 2;
+    two_opts.extend_from_slice(opt);
+    let mut opt_in_answers = edns.clone();
+    (opt_in_answers[7], opt_in_answers[11]) = (1, 0);
+    let mut trailing = edns.clone();
+    trailing.push(0);
+    let mut owner_not_root = edns[..12 + question_len].to_vec();
+    owner_not_root.extend_from_slice(b"\x03com\x00");
+    owner_not_root.extend_from_slice(&opt[1..]);
+    let cases: [(&str, Vec<u8>, Vec<u8>, u16); 9] = [
+        ("opcode IQUERY", with_flags(edns.clone(), 1 << 11), with_flags(plain.clone(), 1 << 11), 4),
+        ("opcode STATUS", with_flags(edns.clone(), 2 << 11), with_flags(plain.clone(), 2 << 11), 4),
+        ("opcode NOTIFY", with_flags(edns.clone(), 4 << 11), with_flags(plain.clone(), 4 << 11), 5),
+        ("QDCOUNT 0", no_question(&edns), no_question(&plain), 1),
+        ("QDCOUNT 2", two_questions(&edns), two_questions(&plain), 1),
+        ("two OPT records", two_opts, vec![], 1),
+        ("OPT in the answer section", opt_in_answers, vec![], 1),
+        ("a byte after the OPT", trailing, vec![], 1),
+        ("OPT owner not the root", owner_not_root, vec![], 1),
+    ];
+    for (what, with, without, rcode) in cases {
+        for (proto, reply) in [("udp", udp_raw(s.udp, &with).expect("no UDP answer")), ("tcp", s.tcp.raw(&with))] {
+            let r = parse_raw(&reply);
+            assert_eq!(r.rcode(), rcode, "{what} over {proto}");
+            let o = r.opt.unwrap_or_else(|| panic!("{what} over {proto}: no OPT in the reply"));
+            assert_eq!((o.version, o.udp_size), (0, 1232), "{what} over {proto}");
+        }
+        if !without.is_empty() {
+            let r = parse_raw(&udp_raw(s.udp, &without).expect("no UDP answer"));
+            assert_eq!(r.rcode(), rcode, "{what} without EDNS");
+            assert!(r.opt.is_none(), "{what} without EDNS: an OPT in the reply");
+        }
+    }
+}
+
+#[test]
+fn the_do_bit_is_copied_into_every_reply() {
+    // RFC 3225 §3: "The DO bit of the query MUST be copied in the response."
+    let s = Srv::start();
+    let ecs = ecs_option(1, 24, 0, &[115, 236, 1]);
+    let bad_ecs = ecs_option(1, 24, 8, &[115, 236, 1]);
+    let cases: [(&str, Vec<u8>, u16); 6] = [
+        ("an answer", raw_query(0x3500, "mail.example.com", 1, Some((1232, 0, &[]))), 0),
+        ("a scheduled answer", raw_query(0x3501, "www.aliyundoc.com.example.com", 1, Some((1232, 0, &ecs))), 0),
+        ("NXDOMAIN", raw_query(0x3502, "nope.example.com", 1, Some((1232, 0, &[]))), 3),
+        ("REFUSED", raw_query(0x3503, "example.org", 1, Some((1232, 0, &[]))), 5),
+        ("BADVERS", raw_query(0x3504, "example.com", 6, Some((1232, 1, &[]))), 16),
+        ("FORMERR", raw_query(0x3505, "example.com", 6, Some((1232, 0, &bad_ecs))), 1),
+    ];
+    for (what, query, rcode) in cases {
+        // The OPT follows the question; its flags are the last two bytes of its TTL.
+        let opt_at = skip_name(&query, 12) + 4;
+        let mut with = query.clone();
+        with[opt_at + 7] |= 0x80;
+        for (asked, q) in [(false, query), (true, with)] {
+            let r = parse_raw(&udp_raw(s.udp, &q).expect("no UDP answer"));
+            assert_eq!(r.rcode(), rcode, "{what}");
+            let flags = r.opt.unwrap_or_else(|| panic!("{what}: no OPT")).flags;
+            assert_eq!(flags, if asked { 0x8000 } else { 0 }, "{what}, DO {asked}");
+        }
+    }
+    // The helper agrees for a query without options.
+    let r = parse_raw(&s.tcp.raw(&with_do(raw_query(0x3506, "example.com", 6, Some((1232, 0, &[]))))));
+    assert_eq!(r.opt.unwrap().flags, 0x8000, "over TCP");
+}
+
+#[test]
+fn refusals_echo_the_client_subnet_with_scope_zero() {
+    // RFC 7871 §7.2.1: an ECS option in the reply whether or not it was
+    // needed for the answer, REFUSED included.
+    let s = Srv::start();
+    let ecs = ecs_option(1, 24, 0, &[115, 236, 1]);
+    for (what, query) in [
+        ("a name outside our zones", raw_query(0x3600, "example.org", 1, Some((1232, 0, &ecs)))),
+        ("class CH", {
+            let mut q = raw_query(0x3601, "example.com", 1, Some((1232, 0, &ecs)));
+            q[12 + 13 + 3] = 3;
+            q
+        }),
+    ] {
+        let r = parse_raw(&udp_raw(s.udp, &query).expect("no UDP answer"));
+        assert_eq!(r.rcode(), 5, "{what}");
+        assert_eq!(r.ecs(), Some(&[0, 1, 24, 0, 115, 236, 1][..]), "{what}");
+    }
+}
+
 #[test]
 fn zone_transfers_are_refused() {
     let s = Srv::start();
@@ -653,4 +783,104 @@ records:
     std::fs::write(dir.path().join("big.test.yaml"), zone).unwrap();
     let s = Srv::start_with(&Setup { zones: dir.path().to_path_buf(), ..Setup::default() });
     (s, dir)
+}
+
+// ---------------------------------------------------------------- glue, CNAME loops, ANY at an alias
+
+/// `edge.test`: 13 name servers in the zone, each with A and AAAA glue (more
+/// than 512 bytes with the glue), a CNAME loop, and an alias.
+fn edge_zone_server() -> (Srv, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut zone = String::from(
+        "zone: edge.test\n\
+         soa: {mname: ns01.edge.test, rname: hostmaster.edge.test, serial: 1, refresh: 3600, retry: 600, expire: 1209600, minimum: 300}\n\
+         ttl: 300\nrecords:\n",
+    );
+    let ns: Vec<String> = (1..=13).map(|i| format!("ns{i:02}.edge.test")).collect();
+    zone += &format!("  \"@\": {{NS: [{}]}}\n", ns.join(", "));
+    for i in 1..=13 {
+        zone += &format!("  ns{i:02}: {{A: [192.0.2.{i}], AAAA: [\"2001:db8::{i}\"]}}\n");
+    }
+    zone += "  loop1: {CNAME: loop2.edge.test}\n  loop2: {CNAME: loop1.edge.test}\n  alias: {CNAME: ns01.edge.test}\n";
+    std::fs::write(dir.path().join("edge.test.yaml"), zone).unwrap();
+    let s = Srv::start_with(&Setup { zones: dir.path().to_path_buf(), ..Setup::default() });
+    (s, dir)
+}
+
+#[test]
+fn glue_that_does_not_fit_is_left_out_without_tc() {
+    // RFC 2181 §9: TC only when a required RRset does not fit, not for
+    // additional-section data; the glue RRsets that do not fit are omitted.
+    let (s, _dir) = edge_zone_server();
+    let edns = raw_query(0x3700, "edge.test", 2, Some((1232, 0, &[])));
+    for (what, query, limit) in
+        [("without EDNS", raw_query(0x3701, "edge.test", 2, None), 512), ("EDNS 1232", edns, 1232)]
+    {
+        let reply = udp_raw(s.udp, &query).expect("no UDP answer");
+        let r = parse_raw(&reply);
+        assert!(reply.len() <= limit, "{what}: {} bytes", reply.len());
+        assert!(!r.tc(), "{what}: TC set for glue");
+        assert_eq!(r.counts[1], 13, "{what}: the NS RRset");
+        let glue = r.counts[3] - u16::from(r.opt.is_some());
+        assert!((1..26).contains(&glue), "{what}: {glue} glue records");
+    }
+    // Over TCP all 26 glue records go.
+    let m = s.tcp.msg(&q("edge.test.", RecordType::NS));
+    assert_eq!(m.answers.len(), 13);
+    assert_eq!(m.additionals.len(), 26);
+    assert!(!m.metadata.truncation);
+}
+
+#[test]
+fn a_cname_loop_gives_each_rrset_once() {
+    // RFC 2181 §5.5: an RRset once per reply; RFC 1034 §3.6.2: loops end.
+    let (s, _dir) = edge_zone_server();
+    for (proto, m) in both(&s, &q("loop1.edge.test.", RecordType::A)) {
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{proto}");
+        assert_eq!(
+            rrs(&m.answers),
+            ["loop1.edge.test. 300 CNAME loop2.edge.test.", "loop2.edge.test. 300 CNAME loop1.edge.test."],
+            "{proto}"
+        );
+    }
+}
+
+#[test]
+fn any_at_an_alias_gets_the_cname_alone() {
+    // RFC 1034 §3.6.2: "a type CNAME or * query should return just the CNAME".
+    let (s, _dir) = edge_zone_server();
+    for (proto, m) in both(&s, &q("alias.edge.test.", RecordType::ANY)) {
+        assert_eq!(rrs(&m.answers), ["alias.edge.test. 300 CNAME ns01.edge.test."], "{proto}");
+    }
+    // Any other type follows it.
+    let m = udp(s.udp, &q("alias.edge.test.", RecordType::A));
+    assert_eq!(rrs(&m.answers), ["alias.edge.test. 300 CNAME ns01.edge.test.", "ns01.edge.test. 300 A 192.0.2.1"]);
+}
+
+#[test]
+fn no_pop_of_the_family_is_nodata_with_scope_zero() {
+    // Contract (scheduling 5, 6) and RFC 7871 §7.4: a negative answer is
+    // the same for every client, so its scope is 0.
+    let dir = tempfile::tempdir().unwrap();
+    let pops = std::fs::read_to_string(repo().join("pops.yaml")).unwrap();
+    let v4_only: String = pops
+        .lines()
+        .map(|l| match (l.find(", ipv6: ["), l.find("], capacity")) {
+            (Some(a), Some(b)) => format!("{}{}", &l[..a], &l[b + 1..]),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!v4_only.contains("ipv6"), "{v4_only}");
+    std::fs::write(dir.path().join("pops.yaml"), v4_only).unwrap();
+    let s = Srv::start_with(&Setup { pops: dir.path().join("pops.yaml"), ..Setup::default() });
+    let m = udp(s.udp, &q_ecs("www.aliyundoc.com.example.com.", RecordType::AAAA, ECS_ZJ));
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    assert_eq!(rrs(&m.authorities), [SOA_NEG]);
+    assert_eq!(ecs_of(&m), Some((24, 0)));
+    // A is still scheduled, and scoped.
+    let m = udp(s.udp, &q_ecs("www.aliyundoc.com.example.com.", RecordType::A, ECS_ZJ));
+    assert_eq!(addrs(&m), ["192.0.2.10"]);
+    assert_eq!(ecs_of(&m), Some((24, 16)));
 }

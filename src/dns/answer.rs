@@ -9,11 +9,15 @@
 //! - NXDOMAIN and NODATA carry the zone's SOA in the authority section with
 //!   TTL min(SOA TTL, minimum) (RFC 2308 §3); an empty non-terminal is NODATA (RFC 8020).
 //! - Wildcards answer only names that do not exist, below their closest encloser (RFC 4592).
-//! - ANY answers with one RRset (RFC 8482 §4.2).
-//! - OPT: our buffer size advertised; version > 0 gets BADVERS (RFC 6891 §6.1.3);
-//!   unknown options are not echoed; TC when the answer exceeds the client's UDP size.
+//! - ANY answers with one RRset (RFC 8482 §4.2); ANY or CNAME at an alias, the CNAME alone
+//!   (RFC 1034 §3.6.2). A CNAME chain never repeats an RRset (RFC 2181 §5.5).
+//! - OPT in the reply exactly when the query had one, errors included (RFC 6891 §6.1.1,
+//!   §7); our buffer size advertised; version > 0 gets BADVERS (§6.1.3); DO copied
+//!   (RFC 3225 §3); unknown options are not echoed; TC when a required RRset does not fit
+//!   the client's UDP size, never for glue (RFC 2181 §9).
 //! - ECS: FAMILY, SOURCE PREFIX-LENGTH and ADDRESS echoed, SCOPE the decision's
-//!   real scope, 0 when the answer does not depend on the client (RFC 7871 §7.2.1).
+//!   real scope, 0 when the answer does not depend on the client (RFC 7871 §7.2.1);
+//!   a CNAME that leads to a scheduled name is answered alone when the query has ECS.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 use std::net::IpAddr;
@@ -24,7 +28,7 @@ use crate::config::Snapshot;
 use crate::pops::Family;
 use crate::quality::Quality;
 use crate::scheduler::{self, Candidate, Client, Decision, GeoPath, RankCache};
-use crate::zones::{NameMatch, RRset, Zone, rtype};
+use crate::zones::{Glue, NameMatch, Node, RRset, Zone, rtype};
 
 const OPCODE_QUERY: u16 = 0;
 const OPCODE_NOTIFY: u16 = 4;
@@ -96,28 +100,29 @@ pub fn answer(
     }
     let counts = [wire::u16_at(query, 4)?, wire::u16_at(query, 6)?, wire::u16_at(query, 8)?, wire::u16_at(query, 10)?];
     let opcode = (flags >> 11) & 0xF;
-    let mut r = Response { id, flags, question: None, out: Writer::new(out), an: 0, ns: 0, ar: 0 };
+    let mut r =
+        Response { id, flags, question: None, out: Writer::new(out), an: 0, ns: 0, ar: 0, limit: 65535, reserve: 0 };
     let mut summary = Summary::default();
 
     let parsed = if counts[0] == 1 { wire::question(query, &mut scratch.lname) } else { None };
-    let (q, after_q) = match parsed {
-        Some(p) => (Some(p.0), p.1),
-        None => (None, HEADER_LEN),
+    r.question = parsed.map(|p| p.0);
+    summary.qtype = r.question.map_or(0, |q| q.qtype);
+    // The records are walked before any error is answered: an error to an
+    // EDNS query carries an OPT too (RFC 6891 §6.1.1, §7).
+    let after_q = parsed.map(|p| p.1).or_else(|| wire::skip_questions(query, counts[0]));
+    let sections = match after_q {
+        Some(at) => wire::records(query, at, [counts[1], counts[2], counts[3]]),
+        None => Err(wire::Malformed { opt: None }),
     };
-    r.question = q;
-    summary.qtype = q.map_or(0, |q| q.qtype);
+    let opt = sections.unwrap_or_else(|m| m.opt);
+    let edns = opt.map(|o| EdnsOut { our_size: snap.server.udp_payload, dnssec_ok: o.dnssec_ok, ecs: None, scope: 0 });
     if opcode != OPCODE_QUERY {
         let code = if opcode == OPCODE_NOTIFY || opcode == OPCODE_UPDATE { rcode::REFUSED } else { rcode::NOTIMP };
-        return Some(r.finish_bare(code, None, &mut summary));
+        return Some(r.finish_bare(code, edns, &mut summary));
     }
-    let Some(q) = q else {
-        return Some(r.finish_bare(rcode::FORMERR, None, &mut summary));
+    let (Some(q), Ok(opt)) = (r.question, sections) else {
+        return Some(r.finish_bare(rcode::FORMERR, edns, &mut summary));
     };
-    let opt = match wire::records(query, after_q, [counts[1], counts[2], counts[3]]) {
-        Ok(opt) => opt,
-        Err(wire::Malformed) => return Some(r.finish_bare(rcode::FORMERR, None, &mut summary)),
-    };
-    let edns = opt.map(|_| EdnsOut { our_size: snap.server.udp_payload, ecs: None, scope: 0 });
     if opt.is_some_and(|o| o.version > 0) {
         return Some(r.finish_bare(rcode::BADVERS, edns, &mut summary));
     }
@@ -127,6 +132,8 @@ pub fn answer(
         Some(Err(_)) => return Some(r.finish_bare(rcode::FORMERR, edns, &mut summary)),
     };
     summary.ecs = ecs.is_some();
+    // From here on the reply echoes the ECS option, REFUSED included
+    // (RFC 7871 §7.2.1: whether or not it was needed for the answer).
     let edns = edns.map(|e| EdnsOut { ecs, ..e });
     let limit = match (transport, opt) {
         (Transport::Tcp, _) => 65535,
@@ -142,6 +149,7 @@ pub fn answer(
         return Some(r.finish_bare(rcode::REFUSED, edns, &mut summary));
     };
     r.start();
+    (r.limit, r.reserve) = (limit, edns.map_or(0, |e| e.len()));
     // The cache is keyed by client cell: only clients located through cells use it.
     let cache = scratch.cache.as_deref_mut().filter(|_| scratch.geo == GeoPath::Cells);
     let mut ctx = Lookup { snap, quality, cands: &mut scratch.cands, cache, geo: scratch.geo, ecs, peer, scope: None };
@@ -155,8 +163,17 @@ pub fn answer(
 #[derive(Clone, Copy)]
 struct EdnsOut {
     our_size: u16,
+    /// The query's DO bit, copied (RFC 3225 §3).
+    dnssec_ok: bool,
     ecs: Option<ClientSubnet>,
     scope: u8,
+}
+
+impl EdnsOut {
+    /// Bytes of the OPT record as `write_opt` writes it.
+    fn len(&self) -> usize {
+        11 + self.ecs.map_or(0, |c| 8 + c.addr_bytes().len())
+    }
 }
 
 struct Response<'q, 'o> {
@@ -167,6 +184,10 @@ struct Response<'q, 'o> {
     an: u16,
     ns: u16,
     ar: u16,
+    /// The client's message size, and the bytes the OPT will take: optional
+    /// records (glue) are added only while both fit.
+    limit: usize,
+    reserve: usize,
 }
 
 impl Response<'_, '_> {
@@ -204,8 +225,8 @@ impl Response<'_, '_> {
         w.put(&[0]);
         w.u16(rtype::OPT);
         w.u16(e.our_size);
-        // Extended RCODE (upper 8 bits), version 0, no flags.
-        w.put(&[(code >> 4) as u8, 0, 0, 0]);
+        // Extended RCODE (upper 8 bits), version 0, DO as asked, no other flags.
+        w.put(&[(code >> 4) as u8, 0, if e.dnssec_ok { 0x80 } else { 0 }, 0]);
         match e.ecs {
             Some(c) => {
                 w.u16(4 + 4 + c.addr_bytes().len() as u16);
@@ -216,14 +237,15 @@ impl Response<'_, '_> {
         self.ar += 1;
     }
 
-    /// An answer with no records: errors, REFUSED, NOTIMP, BADVERS.
+    /// An answer with no records: errors, REFUSED, NOTIMP, BADVERS. The OPT
+    /// echoes an ECS option only where `edns` carries one (scope 0).
     fn finish_bare(mut self, code: u16, edns: Option<EdnsOut>, s: &mut Summary) -> (usize, Summary) {
         self.start();
         self.an = 0;
         self.ns = 0;
         self.ar = 0;
         if let Some(e) = edns {
-            self.write_opt(EdnsOut { ecs: None, ..e }, code);
+            self.write_opt(EdnsOut { scope: 0, ..e }, code);
         }
         self.header(code, false, false);
         s.rcode = code;
@@ -250,6 +272,23 @@ impl Response<'_, '_> {
         s.rcode = code;
         s.truncated = tc;
         (self.out.len, *s)
+    }
+
+    /// Additional-section glue, as many whole RRsets as fit beside the
+    /// answer and the OPT: glue that does not fit is left out, and is no
+    /// reason for TC (RFC 2181 §9).
+    fn glue(&mut self, glue: &[Glue]) {
+        for rrset in glue.chunk_by(|a, b| a.0 == b.0 && a.1[..2] == b.1[..2]) {
+            let size: usize = rrset.iter().map(|(n, rec)| n.len() + rec.len()).sum();
+            if self.out.len + size + self.reserve > self.limit {
+                continue;
+            }
+            for (gname, rec) in rrset {
+                self.out.put(gname);
+                self.out.put(rec);
+                self.ar += 1;
+            }
+        }
     }
 
     /// Owner name: a pointer to the question name, or a name written out.
@@ -302,11 +341,24 @@ impl<'s> Lookup<'s> {
         };
         let mut name: &[u8] = &qname_lower[..q.name_len];
         let mut owner = Owner::Question;
-        for _ in 0..MAX_CNAME_HOPS {
+        // The nodes a CNAME chain has passed: a loop ends where it meets one
+        // again, so no RRset is repeated (RFC 2181 §5.5, RFC 1034 §3.6.2).
+        let mut passed = [std::ptr::null::<Node>(); MAX_CNAME_HOPS];
+        for hop in 0..MAX_CNAME_HOPS {
             let node = match zone.lookup(name) {
                 NameMatch::Exact(n) | NameMatch::Wildcard(n) => n,
                 NameMatch::NxDomain => return self.negative(r, zone, name, rcode::NXDOMAIN, q),
             };
+            if passed[..hop].contains(&std::ptr::from_ref(node)) {
+                return rcode::NOERROR;
+            }
+            passed[hop] = node;
+            // A CNAME to a scheduled name, asked with ECS: only the CNAME, so
+            // a cache keeps it unscoped and asks for the tailored name itself
+            // (RFC 7871 §7.2.1).
+            if hop > 0 && node.scheduled.is_some() && self.ecs.is_some() {
+                return rcode::NOERROR;
+            }
             if let Some(sid) = node.scheduled {
                 let family = match q.qtype {
                     rtype::A | rtype::ANY => Family::V4,
@@ -319,14 +371,16 @@ impl<'s> Lookup<'s> {
                     Some(c) => scheduler::decide_cached(self.snap, self.quality, &client, sched, family, self.cands, c),
                     None => scheduler::decide(self.snap, self.quality, &client, sched, family, self.cands),
                 };
-                self.scope = Some(client.scope);
                 if d.pops().is_empty() {
+                    // No POP of the family: NODATA for every client, scope 0.
                     return self.negative(r, zone, name, rcode::NOERROR, q);
                 }
+                self.scope = Some(client.scope);
                 self.write_pops(r, owner, &d, family, sched.ttl, &client);
                 return rcode::NOERROR;
             }
-            if let Some(cname) = node.rrset(rtype::CNAME).filter(|_| q.qtype != rtype::CNAME) {
+            // A CNAME or ANY query at an alias gets just the CNAME (RFC 1034 §3.6.2).
+            if let Some(cname) = node.rrset(rtype::CNAME).filter(|_| q.qtype != rtype::CNAME && q.qtype != rtype::ANY) {
                 r.rrset(owner, cname);
                 // Followed while the target is in our zones (RFC 1034 §4.3.2 step 3a).
                 let Some(target) = cname.target.as_deref() else { return rcode::NOERROR };
@@ -344,11 +398,7 @@ impl<'s> Lookup<'s> {
             return match rr {
                 Some(rr) => {
                     r.rrset(owner, rr);
-                    for (gname, rec) in &rr.glue {
-                        r.out.put(gname);
-                        r.out.put(rec);
-                        r.ar += 1;
-                    }
+                    r.glue(&rr.glue);
                     rcode::NOERROR
                 }
                 None => self.negative(r, zone, name, rcode::NOERROR, q),

@@ -91,38 +91,57 @@ fn skip_name(msg: &[u8], mut i: usize) -> Option<usize> {
 pub struct Opt<'a> {
     pub udp_size: u16,
     pub version: u8,
+    /// The DO bit, which a response copies (RFC 3225 §3).
+    pub dnssec_ok: bool,
     pub options: &'a [u8],
 }
 
-/// A message whose sections do not parse: FORMERR.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Malformed;
+/// A message whose sections do not parse: FORMERR. `opt` is the first OPT
+/// record met before the fault, if any: the FORMERR then carries an OPT, so
+/// the client can tell an EDNS format error from a server without EDNS
+/// (RFC 6891 §7).
+#[derive(Clone, Copy, Debug)]
+pub struct Malformed<'a> {
+    pub opt: Option<Opt<'a>>,
+}
+
+/// The offset after `n` questions (names possibly compressed), for walking
+/// the records of a message whose question count is not 1.
+pub fn skip_questions(msg: &[u8], n: u16) -> Option<usize> {
+    let mut i = HEADER_LEN;
+    for _ in 0..n {
+        i = skip_name(msg, i)? + 4;
+    }
+    (i <= msg.len()).then_some(i)
+}
 
 /// Walk the answer, authority and additional sections after the question:
 /// Ok(Some(opt)) with the one OPT, Ok(None) without, Err for a malformed message.
-pub fn records(msg: &[u8], mut i: usize, counts: [u16; 3]) -> Result<Option<Opt<'_>>, Malformed> {
+pub fn records(msg: &[u8], mut i: usize, counts: [u16; 3]) -> Result<Option<Opt<'_>>, Malformed<'_>> {
     let mut opt = None;
     for (section, &n) in counts.iter().enumerate() {
         for _ in 0..n {
             let owner = i;
-            i = skip_name(msg, i).ok_or(Malformed)?;
-            let rtype = u16_at(msg, i).ok_or(Malformed)?;
-            let class = u16_at(msg, i + 2).ok_or(Malformed)?;
-            let ttl = msg.get(i + 4..i + 8).ok_or(Malformed)?;
-            let rdlen = u16_at(msg, i + 8).ok_or(Malformed)? as usize;
-            let rdata = msg.get(i + 10..i + 10 + rdlen).ok_or(Malformed)?;
+            let fault = Malformed { opt };
+            i = skip_name(msg, i).ok_or(fault)?;
+            let rtype = u16_at(msg, i).ok_or(fault)?;
+            let class = u16_at(msg, i + 2).ok_or(fault)?;
+            let ttl = msg.get(i + 4..i + 8).ok_or(fault)?;
+            let rdlen = u16_at(msg, i + 8).ok_or(fault)? as usize;
+            let rdata = msg.get(i + 10..i + 10 + rdlen).ok_or(fault)?;
             i += 10 + rdlen;
             if rtype == crate::zones::rtype::OPT {
+                let this = Opt { udp_size: class, version: ttl[1], dnssec_ok: ttl[2] & 0x80 != 0, options: rdata };
                 // RFC 6891 §6.1.1: one OPT, owner root, in the additional section.
                 if section != 2 || opt.is_some() || msg[owner] != 0 {
-                    return Err(Malformed);
+                    return Err(Malformed { opt: opt.or(Some(this)) });
                 }
-                opt = Some(Opt { udp_size: class, version: ttl[1], options: rdata });
+                opt = Some(this);
             }
         }
     }
     if i != msg.len() {
-        return Err(Malformed);
+        return Err(Malformed { opt });
     }
     Ok(opt)
 }
