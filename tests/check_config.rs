@@ -113,6 +113,21 @@ fn the_shipped_config_is_accepted_with_the_demo_key_warning() {
 }
 
 #[test]
+fn a_wildcard_dns_address_is_warned_about() {
+    let c = Copy::new();
+    let text = c.edit("popdns.yaml", "\"127.0.0.1:5300\", ", "\"0.0.0.0:5300\", ");
+    let out = c.check();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let want = format!(
+        "{}:{}: warning: `0.0.0.0:5300` is a wildcard address",
+        c.path("popdns.yaml").display(),
+        line_of(&text, "0.0.0.0")
+    );
+    assert!(out.stderr.contains(&want), "no `{want}` on stderr:\n{}", out.stderr);
+    assert!(!Copy::new().check().stderr.contains("wildcard"), "the shipped addresses are warned about");
+}
+
+#[test]
 fn unknown_key_in_popdns_yaml() {
     let c = Copy::new();
     let text = c.edit("popdns.yaml", "  km_per_ms: 50\n", "  km_per_ms: 50\n  km_per_hour: 3\n");

@@ -127,7 +127,7 @@ pub fn load_after(path: &Path, previous: Option<&Snapshot>) -> Result<Snapshot, 
     let main = &doc.value;
     let mut warnings = Vec::new();
 
-    let listen = listen(&ctx, &main.listen)?;
+    let listen = listen(&ctx, &main.listen, &mut warnings)?;
     let isps = isps(&ctx, &main.isps)?;
     let (location, asn) = (base.join(&main.geo.location), base.join(&main.geo.asn));
     let geo_stamp = GeoStamp::of(&location, &asn, &isps);
@@ -220,13 +220,23 @@ fn socket_addr(ctx: &Ctx, at: &[Seg], s: &str) -> Result<SocketAddr, ConfigError
     s.parse().map_err(|_| ctx.err(at, format!("`{s}` is not an address:port (IPv6 in brackets)")))
 }
 
-fn listen(ctx: &Ctx, l: &raw::Listen) -> Result<Listen, ConfigError> {
+fn listen(ctx: &Ctx, l: &raw::Listen, warnings: &mut Vec<ConfigWarning>) -> Result<Listen, ConfigError> {
     let dns = l
         .dns
         .iter()
         .enumerate()
         .map(|(i, s)| socket_addr(ctx, &ypath!["listen", "dns", i], s))
         .collect::<Result<Vec<_>, _>>()?;
+    for (i, a) in dns.iter().enumerate().filter(|(_, a)| a.ip().is_unspecified()) {
+        // The UDP workers reply from the socket's address: on a wildcard
+        // socket the kernel picks it by route, which on a host with several
+        // addresses need not be the one asked (RFC 2181 §4.1).
+        let msg = format!(
+            "`{a}` is a wildcard address: UDP answers may leave from another of the host's addresses \
+             than the one asked, and resolvers drop those; list each address instead"
+        );
+        warnings.push(ctx.warn(&ypath!["listen", "dns", i], msg));
+    }
     if dns.is_empty() {
         return Err(ctx.err(&ypath!["listen", "dns"], "`listen.dns` needs at least one address"));
     }
