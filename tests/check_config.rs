@@ -128,6 +128,21 @@ fn a_wildcard_dns_address_is_warned_about() {
 }
 
 #[test]
+fn ns_mx_and_srv_targets_must_not_be_aliases() {
+    // RFC 2181 §10.3: www.example.com is a CNAME in the shipped zone.
+    for (from, to, tname) in [
+        ("MX: [\"10 mail.example.com\"]", "MX: [\"10 www.example.com\"]", "MX"),
+        ("NS: [ns1.example.com, ns2.example.com]", "NS: [ns1.example.com, www.example.com]", "NS"),
+        ("SRV: [\"10 5 5060 sip.example.com\"]", "SRV: [\"10 5 5060 www.example.com\"]", "SRV"),
+    ] {
+        let c = Copy::new();
+        let text = c.edit("zones/example.com.yaml", from, to);
+        let message = format!("{tname} target `www.example.com.` is an alias");
+        assert_error(&c, "zones/example.com.yaml", line_of(&text, to), &message);
+    }
+}
+
+#[test]
 fn unknown_key_in_popdns_yaml() {
     let c = Copy::new();
     let text = c.edit("popdns.yaml", "  km_per_ms: 50\n", "  km_per_ms: 50\n  km_per_hour: 3\n");

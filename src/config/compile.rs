@@ -634,6 +634,8 @@ fn zone(
         }
     }
 
+    no_alias_targets(ctx, z, &apex, &zname, &nodes)?;
+
     let no_settings = raw::Scheduled::default();
     for (key, s) in &z.scheduled {
         let at = ypath!["scheduled", key];
@@ -694,6 +696,45 @@ fn zone(
     add_glue(&mut nodes, &apex);
     nodes.shrink_to_fit();
     Ok(Zone { name: zname, apex: apex.into(), negative_soa, nodes })
+}
+
+/// NS, MX and SRV targets in the zone must not be aliases (RFC 2181 §10.3,
+/// RFC 2782): a resolver asking for the target's address would get a CNAME
+/// where the protocol expects the host itself.
+fn no_alias_targets(
+    ctx: &Ctx,
+    z: &raw::Zone,
+    apex: &[u8],
+    zname: &str,
+    nodes: &NameMap<Node>,
+) -> Result<(), ConfigError> {
+    for (key, types) in &z.records {
+        let wire = owner(ctx, &ypath!["records", key], key, apex, zname)?;
+        let Some(node) = nodes.get(&wire) else { continue };
+        for tname in types.keys() {
+            // Where the target name starts in a record tail (type, class,
+            // TTL and RDLENGTH take 10 bytes; MX and SRV put numbers first).
+            let (t, skip) = match rtype::from_name(tname) {
+                Some(rtype::NS) => (rtype::NS, 10),
+                Some(rtype::MX) => (rtype::MX, 12),
+                Some(rtype::SRV) => (rtype::SRV, 16),
+                _ => continue,
+            };
+            for rec in node.rrset(t).map(|r| r.records.as_slice()).unwrap_or_default() {
+                let target = name::lower(rec.get(skip..).unwrap_or_default());
+                if nodes.get(&target[..]).is_some_and(|n| n.rrset(rtype::CNAME).is_some()) {
+                    return Err(ctx.err(
+                        &ypath!["records", key, tname],
+                        format!(
+                            "{tname} target `{}` is an alias (CNAME): name the host itself (RFC 2181 §10.3)",
+                            name::to_text(&target)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every ancestor of a node, up to the apex, becomes a node (RFC 8020).
