@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::answer::{Scratch, Transport, answer};
+use super::wire;
 use crate::server::Shared;
 
 /// Bind a TCP listener (SO_REUSEADDR, so a restart does not wait out TIME_WAIT).
@@ -69,7 +70,15 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
             let quality = shared.quality.load();
             answer(&snap, &quality, &mut scratch, &inbuf[..len], peer.ip(), Transport::Tcp, &mut outbuf[2..])
         };
-        let Some((n, summary)) = result else { return };
+        let Some((n, summary)) = result else {
+            // A response (QR set) is ignored and the queries pipelined after
+            // it are still answered; anything shorter than a header means the
+            // stream is not DNS, and the connection ends.
+            if len >= wire::HEADER_LEN {
+                continue;
+            }
+            return;
+        };
         outbuf[..2].copy_from_slice(&(n as u16).to_be_bytes());
         if stream.write_all(&outbuf[..n + 2]).await.is_err() {
             return;
