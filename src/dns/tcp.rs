@@ -74,6 +74,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
             // A response (QR set) is ignored and the queries pipelined after
             // it are still answered; anything shorter than a header means the
             // stream is not DNS, and the connection ends.
+            shared.stats.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if len >= wire::HEADER_LEN {
                 continue;
             }
