@@ -274,6 +274,27 @@ fn load_spreads_among_near_equal_pops() {
 }
 
 #[test]
+fn sources_that_look_up_the_same_address_get_the_same_pop() {
+    // With ecs.max_source_v4 at 8, a /16, /24 or /32 source is looked up at
+    // its first /8, the same address as the /8 source: the POP must be the
+    // same, whichever scope each returns (the scope of a truncated source is
+    // capped at 8, the others' is their cell's). spread_ms is wide, so every
+    // POP is near-equal and the hash alone decides.
+    let extra = "ecs:\n  max_source_v4: 8\nscoring:\n  spread_ms: 100000\n".to_string();
+    let s = Srv::start_with(&Setup { extra, ..Setup::default() });
+    let mut seen = BTreeSet::new();
+    for first in (1u8..=223).filter(|&a| a != 10 && a != 127) {
+        let wide = ask_type(&s, WWW, RecordType::A, Some(&format!("{first}.0.0.0/8")));
+        for longer in [format!("{first}.0.0.0/16"), format!("{first}.0.0.0/24"), format!("{first}.0.0.1/32")] {
+            let got = ask_type(&s, WWW, RecordType::A, Some(&longer));
+            assert_eq!(got, wide, "{longer} against {first}.0.0.0/8");
+        }
+        seen.insert(wide[0].clone());
+    }
+    assert!(seen.len() >= 5, "the draw did not spread: {seen:?}");
+}
+
+#[test]
 fn the_same_subnet_keeps_its_answer() {
     let s = Srv::start();
     let mut subnets: Vec<String> = UNKNOWN.iter().map(|c| c.to_string()).collect();

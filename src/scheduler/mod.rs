@@ -10,8 +10,8 @@
 //!    every client of a cell, so query workers cache it (`cache.rs`, the one
 //!    piece of state here: per worker, keyed by the snapshots' generations);
 //! 4. choose: among the near-equal POPs, a stable capacity-weighted choice by a
-//!    hash of the client's network at the scope the answer returns, so every
-//!    address inside the scope gets the same answer (`pick.rs` holds the draw,
+//!    hash of the client's cell block (`Client::spread_hash`), so every
+//!    address inside the scope the answer returns gets the same answer (`pick.rs` holds the draw,
 //!    and the direct pick for rankings too large to keep).
 
 mod cache;
@@ -68,6 +68,18 @@ pub struct Client {
     /// The ECS scope the answer returns: the client cell, capped at the used
     /// source prefix when a longer one was truncated.
     pub scope: u8,
+}
+
+impl Client {
+    /// The hash the near-equal POPs are drawn by: the looked-up address at
+    /// its cell's prefix. Not at `scope`: a source truncated to
+    /// `ecs.max_source_*` narrows what the scope vouches for, not which POP
+    /// the cell draws, so a /32 and a /24 source that look up the same
+    /// address get the same answer, and every address inside either scope
+    /// gets that answer too.
+    pub fn spread_hash(&self) -> u64 {
+        pick::client_hash(self.ip, self.info.prefix)
+    }
 }
 
 /// How a client's location and ISP are found.
@@ -228,7 +240,7 @@ fn decide_with(
     cands: &mut Vec<Candidate>,
     mut cache: Cache<'_>,
 ) -> Decision {
-    let hash = pick::client_hash(client.ip, client.scope);
+    let hash = client.spread_hash();
     let want = name.answers as usize;
     let (cell, class) = (client.info.cell, name.ranking);
     if let Cache::On(c) = &mut cache
@@ -349,10 +361,10 @@ fn all_measured(cands: &[Candidate]) -> bool {
         .all(|c| !c.estimated || matches!(c.removed_by, Some(Removal::Tier | Removal::Coverage | Removal::Family)))
 }
 
-/// Which of a POP's addresses a client gets: the same stable hash at the
-/// answer's scope as the POP choice, so the scope stays truthful.
+/// Which of a POP's addresses a client gets: the same stable hash as the
+/// POP choice, so the scope stays truthful.
 pub fn address_index(client: &Client) -> usize {
-    (pick::client_hash(client.ip, client.scope) >> 17) as usize
+    (client.spread_hash() >> 17) as usize
 }
 
 #[cfg(test)]
@@ -375,7 +387,7 @@ mod tests {
         let pops = name.pops.iter().copied();
         let rows = Rows::of(snap, quality, &client.info);
         score::evaluate(snap, quality, &client.info, &rows, name.coverage, pops, family, Detail::Full, &mut cands);
-        let hash = pick::client_hash(client.ip, client.scope);
+        let hash = client.spread_hash();
         let want = name.answers as usize;
         for (level, fallback) in filter::LEVELS {
             let d = pick::pick(snap, &cands, want, hash, |c| filter::passes(c, level), fallback);

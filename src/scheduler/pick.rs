@@ -1,9 +1,9 @@
 //! The stable, capacity-weighted choice among near-equal POPs.
 //!
 //! Weighted rendezvous hashing: each near POP draws `-ln(u) / capacity` with
-//! `u` from a hash of (client network at the answer's scope, POP index); the
-//! smallest draw wins. A subnet keeps its POP while others come and go, load
-//! spreads in proportion to capacity, and every address inside the scope
+//! `u` from a hash of (the client's cell block, POP index); the smallest draw
+//! wins. A subnet keeps its POP while others come and go, load spreads in
+//! proportion to capacity, and every address inside the answer's scope
 //! hashes alike, so the scope stays truthful.
 
 use std::net::IpAddr;
@@ -12,7 +12,7 @@ use super::{Candidate, Decision, Fallback, MAX_ANSWERS};
 use crate::config::Snapshot;
 use crate::pops::PopId;
 
-/// Hash of the client's address truncated to `scope` bits.
+/// Hash of the client's address truncated to `scope` bits (and of `scope`).
 pub fn client_hash(ip: IpAddr, scope: u8) -> u64 {
     let bits: u128 = match ip {
         IpAddr::V4(a) => {
