@@ -102,7 +102,9 @@ pub fn explain(
         "candidates": candidates,
         "answer": answer,
         "pops": d.pops().iter().map(|id| snap.pops.get(*id).id.clone()).collect::<Vec<_>>(),
-        "scope": if client.source == Source::Ecs { client.scope } else { 0 },
+        // As the DNS answer says: NODATA (no POP of the family) is the same
+        // for every client, so its scope is 0.
+        "scope": if client.source == Source::Ecs && !d.pops().is_empty() { client.scope } else { 0 },
         "fallback": d.fallback.map(|f| f.as_str()),
         "signed": false,
     }))

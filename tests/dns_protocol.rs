@@ -879,6 +879,15 @@ fn no_pop_of_the_family_is_nodata_with_scope_zero() {
     assert!(m.answers.is_empty());
     assert_eq!(rrs(&m.authorities), [SOA_NEG]);
     assert_eq!(ecs_of(&m), Some((24, 0)));
+    // explain says the same.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_popdns"))
+        .args(["explain", "www.aliyundoc.com.example.com", "--client", "192.0.2.1", "--ecs", ECS_ZJ])
+        .args(["--type", "AAAA", "--json", "--server", &format!("http://{}", s.server.http.unwrap())])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((&v["answer"], &v["scope"]), (&serde_json::json!([]), &serde_json::json!(0)), "{v}");
     // A is still scheduled, and scoped.
     let m = udp(s.udp, &q_ecs("www.aliyundoc.com.example.com.", RecordType::A, ECS_ZJ));
     assert_eq!(addrs(&m), ["192.0.2.10"]);
