@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
+use hickory_proto::rr::RecordType;
 use popdns::quality::feed::{self, Drop};
 
 const WWW: &str = "www.aliyundoc.com.example.com.";
@@ -233,6 +234,40 @@ fn an_overloaded_pop_is_avoided_unless_it_is_the_only_one() {
     f.send("probe-a", r#""pops": [{"id": "cn-zj-ct-1", "load": 0.1}]"#);
     wait_accepted(&s, 3);
     assert_eq!(ask(s.udp, WWW, ZJ_CT), [CN_ZJ_CT_1], "0.1 load is 3 ms of penalty: still the best");
+}
+
+#[test]
+fn outside_coverage_a_pop_reported_down_loses_to_one_that_is_up() {
+    // Mainland POPs without IPv6: AAAA of a mainland-only name always falls
+    // to the last step, any edge POP of the family. There too the healthiest
+    // come first: with hk-hkg-1 and jp-tyo-1 (the nearest) reported down, a
+    // POP that is up answers, not a down one.
+    let dir = tempfile::tempdir().unwrap();
+    let pops: String = std::fs::read_to_string(repo().join("pops.yaml"))
+        .unwrap()
+        .lines()
+        .map(|l| match (l.contains("country: CN"), l.find(", ipv6: ["), l.find("], capacity")) {
+            (true, Some(a), Some(b)) => format!("{}{}\n", &l[..a], &l[b + 1..]),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(dir.path().join("pops.yaml"), pops).unwrap();
+    let s = TestServer::start_with(&Setup { pops: dir.path().join("pops.yaml"), ..Setup::default() });
+    let cn = "cn.aliyundoc.com.example.com.";
+    let aaaa = |s: &TestServer| addrs(&udp(s.udp, &query_msg(cn, RecordType::AAAA, Some(ZJ_CT))));
+    assert_eq!(aaaa(&s), ["2001:db8:100::1"], "hk-hkg-1, the nearest POP with IPv6");
+    let mut f = Feeder::new(&s);
+    f.send("probe-a", r#""pops": [{"id": "hk-hkg-1", "up": false}, {"id": "jp-tyo-1", "up": false}]"#);
+    wait_accepted(&s, 1);
+    let got = aaaa(&s);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(!["2001:db8:100::1", "2001:db8:120::1"].contains(&got[0].as_str()), "a POP reported down: {got:?}");
+    // With every edge POP down, the ladder still answers (health relaxed).
+    let outside = "hk-hkg-1 jp-tyo-1 sg-sin-1 in-bom-1 de-fra-1 uk-lon-1 us-east-1 us-west-1 br-sao-1 au-syd-1";
+    let all: Vec<String> = outside.split(' ').map(|id| format!(r#"{{"id": "{id}", "up": false}}"#)).collect();
+    f.send("probe-a", &format!(r#""pops": [{}]"#, all.join(", ")));
+    wait_accepted(&s, 2);
+    assert_eq!(aaaa(&s), ["2001:db8:100::1"], "all down: the nearest again");
 }
 
 #[test]

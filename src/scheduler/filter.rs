@@ -34,7 +34,8 @@ pub struct Level {
     drain: bool,
 }
 
-/// Strict first, then fail open: load, health, drain (coverage and family kept).
+/// Strict first, then fail open: load, health, drain (coverage and family kept);
+/// outside coverage (the last resort) the same levels again.
 pub const LEVELS: [(Level, Option<Fallback>); 4] = [
     (Level { load: false, health: false, drain: false }, None),
     (Level { load: true, health: false, drain: false }, Some(Fallback::Load)),
@@ -50,9 +51,4 @@ pub fn passes(c: &Candidate, level: Level) -> bool {
         Some(Removal::Tier | Removal::Coverage | Removal::Family) => false,
         Some(_) => (level.health || c.up) && (level.drain || !c.drained) && (level.load || !c.overloaded),
     }
-}
-
-/// The last resort: tier edge and the asked family, nothing else.
-pub fn any_edge_of_family(c: &Candidate) -> bool {
-    !matches!(c.removed_by, Some(Removal::Tier | Removal::Family))
 }

@@ -282,23 +282,25 @@ fn decide_with(
 /// Where on the fail-open ladder a ranking was made.
 #[derive(Clone, Copy)]
 enum Stage {
+    /// The name's POPs inside its coverage, at this level of `filter::LEVELS`.
     Level(usize),
-    /// Any edge POP of the family, wherever it is.
-    AnyEdge,
+    /// Any edge POP of the family, wherever it is, at this level: outside
+    /// coverage the ladder is walked again, so a POP reported down is never
+    /// answered while one that is up would do.
+    AnyEdge(usize),
 }
 
 impl Stage {
     fn fallback(self) -> Option<Fallback> {
         match self {
             Stage::Level(i) => filter::LEVELS[i].1,
-            Stage::AnyEdge => Some(Fallback::Coverage),
+            Stage::AnyEdge(_) => Some(Fallback::Coverage),
         }
     }
 
     fn admits(self, c: &Candidate) -> bool {
         match self {
-            Stage::Level(i) => filter::passes(c, filter::LEVELS[i].0),
-            Stage::AnyEdge => filter::any_edge_of_family(c),
+            Stage::Level(i) | Stage::AnyEdge(i) => filter::passes(c, filter::LEVELS[i].0),
         }
     }
 }
@@ -342,12 +344,20 @@ fn rank(
             r => return (r, stage, measured),
         }
     }
-    // Nothing in coverage: any edge POP of the family, wherever it is.
+    // Nothing in coverage: any edge POP of the family, wherever it is, the
+    // healthiest first.
     let all = (0..snap.pops.len()).map(|i| PopId(i as u16));
     score::evaluate(snap, quality, info, rows, crate::pops::Coverage::Global, all, family, detail, cands);
     measured &= all_measured(cands);
-    let stage = Stage::AnyEdge;
-    (Ranking::of(snap, cands, |c| stage.admits(c), stage.fallback(), arena), stage, measured)
+    let mut stage = Stage::AnyEdge(0);
+    for i in 0..filter::LEVELS.len() {
+        stage = Stage::AnyEdge(i);
+        match Ranking::of(snap, cands, |c| stage.admits(c), stage.fallback(), arena.as_deref_mut()) {
+            Ranked::Empty => continue,
+            r => return (r, stage, measured),
+        }
+    }
+    (Ranked::Empty, stage, measured)
 }
 
 /// Whether every candidate whose score can enter a ranking was measured.
@@ -407,7 +417,13 @@ mod tests {
             Detail::Full,
             &mut cands,
         );
-        pick::pick(snap, &cands, want, hash, filter::any_edge_of_family, Some(Fallback::Coverage))
+        for (level, _) in filter::LEVELS {
+            let d = pick::pick(snap, &cands, want, hash, |c| filter::passes(c, level), Some(Fallback::Coverage));
+            if d.len > 0 {
+                return d;
+            }
+        }
+        Decision { pops: [PopId(0); MAX_ANSWERS], len: 0, fallback: Some(Fallback::Coverage) }
     }
 
     /// A random table: health, load and drain per POP, routes for some
