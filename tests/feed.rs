@@ -340,6 +340,16 @@ fn every_bad_datagram_is_dropped_whole_and_counted_by_reason() {
                 .as_bytes(),
             ),
         ),
+        // One POP twice: it would count as two reports in a row.
+        (
+            Drop::Invalid,
+            signed(
+                format!(
+                    r#"{{"ts": {now}, "pops": [{{"id": "cn-zj-ct-1", "up": false}}, {{"id": "cn-zj-ct-1", "up": false}}]}}"#
+                )
+                .as_bytes(),
+            ),
+        ),
         // Half valid: one good POP entry and one bad one. Nothing of it may apply.
         (
             Drop::Invalid,

@@ -402,6 +402,10 @@ impl Work {
         }
         let (ts, valid) =
             feed::parse_into(env.body, |p| snap.pops.find(p), |g| GroupKey::parse(g, &snap.isps), report)?;
+        // A POP listed twice would count as two consecutive reports and flip
+        // its view past `down_after` / `up_after` at once: invalid.
+        let twice = |i: usize| report.pops[..i].iter().any(|q| q.pop == report.pops[i].pop);
+        let valid = valid.and_then(|()| if (1..report.pops.len()).any(twice) { Err(Drop::Invalid) } else { Ok(()) });
         let known = self.reporter_ids.get(env.reporter).copied();
         let last = known.map_or(0, |i| self.reporters[i as usize].last_ts);
         if ts <= last {
