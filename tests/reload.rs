@@ -81,6 +81,59 @@ fn route_data_follows_its_pop_across_a_reload_that_reorders_pops() {
 }
 
 #[test]
+fn until_the_writer_remaps_queries_read_the_table_of_the_config_before() {
+    // Between a reload and the feed writer's first publish for the new
+    // config (up to its 5 ms publish gap), the table in place is indexed by
+    // the replaced config's POP ids. The new snapshot translates them, so a
+    // POP reported down stays down and measured routes still count in that
+    // window, with every POP index moved.
+    use popdns::pops::{Family, Health};
+    use popdns::quality::{GroupKey, PopState, Quality, Route};
+    use popdns::scheduler::{self, Client};
+
+    let dir = tempfile::tempdir().unwrap();
+    let pops_file = dir.path().join("pops.yaml");
+    let shipped = std::fs::read_to_string(repo().join("pops.yaml")).unwrap();
+    std::fs::write(&pops_file, &shipped).unwrap();
+    let config = Setup { pops: pops_file.clone(), ..Setup::default() }.write(dir.path());
+    let a = popdns::config::load(&config).unwrap();
+    let id = |snap: &popdns::config::Snapshot, pop: &str| snap.pops.find(pop).unwrap().0 as usize;
+
+    // A's table: cn-zj-ct-1 down; one with de-fra-1 measured at 1 ms for ZJ Telecom too.
+    let mut states = vec![PopState::default(); a.pops.len()];
+    states[id(&a, "cn-zj-ct-1")].health = Health::Down;
+    let down = Quality { generation: 1, config_generation: a.generation, pops: states.clone(), ..Default::default() };
+    let mut row = vec![None; a.pops.len()];
+    row[id(&a, "de-fra-1")] = Some(Route { rtt_ms: 1.0, loss: 0.0 });
+    let mut routes = popdns::quality::table::RouteRows::default();
+    routes.insert(GroupKey::parse("CN-ZJ/chinatelecom", &a.isps).unwrap(), row.into());
+    let measured = Quality { generation: 2, config_generation: a.generation, pops: states, routes };
+
+    // B: the same POPs in reverse order.
+    let mut lines: Vec<&str> = shipped.lines().filter(|l| l.starts_with("- ")).collect();
+    lines.reverse();
+    std::fs::write(&pops_file, lines.join("\n") + "\n").unwrap();
+    let b = popdns::config::load_after(&config, Some(&a)).unwrap();
+    assert_ne!(id(&a, "cn-zj-ct-1"), id(&b, "cn-zj-ct-1"));
+
+    let answer = |snap: &popdns::config::Snapshot, table: &Quality| {
+        let client = Client::from_ecs(snap, "115.236.1.0".parse().unwrap(), 24);
+        let name = snap.zones.sched(snap.zones.find_scheduled("www.aliyundoc.com.example.com").unwrap());
+        let d = scheduler::decide(snap, table, &client, name, Family::V4, &mut Vec::new());
+        d.pops().iter().map(|p| snap.pops.get(*p).id.clone()).collect::<Vec<_>>()
+    };
+    let fresh = Quality { config_generation: b.generation, ..Default::default() };
+    assert_eq!(answer(&b, &fresh), ["cn-zj-ct-1"], "with no data the ZJ Telecom client gets its own POP");
+    assert_eq!(answer(&a, &down), ["cn-hb-bgp-1"], "cn-zj-ct-1 down: the next nearest");
+    assert_eq!(answer(&b, &down), ["cn-hb-bgp-1"], "B reads A's table: cn-zj-ct-1 is still down");
+    assert_eq!(answer(&a, &measured), ["de-fra-1"]);
+    assert_eq!(answer(&b, &measured), ["de-fra-1"], "B reads A's route rows at the moved indices");
+    // A table two configs old is not read: its ids are not known.
+    let c = popdns::config::load_after(&config, Some(&b)).unwrap();
+    assert_eq!(answer(&c, &down), ["cn-zj-ct-1"]);
+}
+
+#[test]
 fn a_reload_reuses_the_compiled_databases_unless_their_files_change() {
     let dir = tempfile::tempdir().unwrap();
     let city = dir.path().join("city.mmdb");

@@ -92,6 +92,49 @@ pub struct Snapshot {
     pub feed: Option<FeedConfig>,
     pub server: ServerConfig,
     pub warnings: Vec<ConfigWarning>,
+    /// How to read a route-quality table built for the config this one
+    /// replaced (see `Before`).
+    pub before: Option<Before>,
+}
+
+/// After a reload the feed writer needs a moment (up to its publish gap) to
+/// remap its table to the new config's POP ids. Until it has, queries read
+/// the table of the config before through this translation, so health,
+/// load and routes keep counting across a reload instead of reading as
+/// "no data" for those milliseconds.
+#[derive(Debug)]
+pub struct Before {
+    /// The replaced config's generation: the table it translates.
+    pub generation: u64,
+    /// For each POP of this config, its id in the replaced one.
+    pub ids: Box<[Option<PopId>]>,
+    /// Whether route rows carry over: their groups name ISPs by index, so
+    /// only when the ISP map is unchanged.
+    pub rows: bool,
+}
+
+impl Snapshot {
+    /// The id under which `quality` knows POP `id` of this config: itself
+    /// when the table was built for this config, its id before for a table
+    /// of the config this one replaced, None for any other table.
+    pub fn quality_id(&self, quality_config: u64, id: PopId) -> Option<PopId> {
+        if quality_config == self.generation {
+            return Some(id);
+        }
+        let b = self.before.as_ref().filter(|b| b.generation == quality_config)?;
+        b.ids.get(id.0 as usize).copied().flatten()
+    }
+
+    /// Whether a table built for config `quality_config` can give this
+    /// config's clients their route rows, and through which POP ids (None:
+    /// this config's own).
+    pub fn rows_of(&self, quality_config: u64) -> Option<Option<&[Option<PopId>]>> {
+        if quality_config == self.generation {
+            return Some(None);
+        }
+        let b = self.before.as_ref().filter(|b| b.generation == quality_config && b.rows)?;
+        Some(Some(&b.ids))
+    }
 }
 
 /// Load and validate everything `popdns.yaml` points at.
@@ -147,6 +190,11 @@ pub fn load_after(path: &Path, previous: Option<&Snapshot>) -> Result<Snapshot, 
         return Err(ctx.err(&ypath!["listen"], "`listen.feed` and the `feed` section go together"));
     }
     let server = server(&ctx, &main.server)?;
+    let before = previous.map(|p| Before {
+        generation: p.generation,
+        ids: pops.list.iter().map(|pop| p.pops.find(&pop.id)).collect(),
+        rows: p.isps == isps,
+    });
     release_freed_memory();
     Ok(Snapshot {
         generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
@@ -162,6 +210,7 @@ pub fn load_after(path: &Path, previous: Option<&Snapshot>) -> Result<Snapshot, 
         feed,
         server,
         warnings,
+        before,
     })
 }
 

@@ -29,6 +29,9 @@ pub struct Rows<'q> {
     groups: [GroupKey; 6],
     rows: [Option<&'q [Option<Route>]>; 6],
     n: usize,
+    /// For a table of the config before a reload: this config's POP ids in
+    /// that table (`Snapshot::rows_of`); None when they are the same.
+    ids: Option<&'q [Option<PopId>]>,
 }
 
 /// Which rows a client's measurements come from: the addresses of its groups'
@@ -40,17 +43,18 @@ pub struct Rows<'q> {
 pub struct RowsKey(pub [usize; 6]);
 
 impl<'q> Rows<'q> {
-    /// No rows when the table was built for another config generation: its
-    /// POP indices would not be this config's.
-    pub fn of(snap: &Snapshot, quality: &'q Quality, client: &ClientInfo) -> Rows<'q> {
+    /// No rows when the table was built for a config other than this one or
+    /// the one it replaced: its POP indices would not be this config's.
+    pub fn of(snap: &'q Snapshot, quality: &'q Quality, client: &ClientInfo) -> Rows<'q> {
         let (groups, n) = group::client_groups(client);
         let mut rows = [None; 6];
-        if quality.config_generation == snap.generation && !quality.routes.is_empty() {
+        let ids = snap.rows_of(quality.config_generation);
+        if ids.is_some() && !quality.routes.is_empty() {
             for (row, g) in rows.iter_mut().zip(&groups[..n]) {
                 *row = quality.routes.get(g).map(|r| &r[..]);
             }
         }
-        Rows { groups, rows, n }
+        Rows { groups, rows, n, ids: ids.flatten() }
     }
 
     pub fn key(&self) -> RowsKey {
@@ -63,6 +67,10 @@ impl<'q> Rows<'q> {
 
     /// The measurement for POP `id` and the group it is from.
     fn measured(&self, id: PopId) -> Option<(Route, GroupKey)> {
+        let id = match self.ids {
+            None => id,
+            Some(ids) => ids.get(id.0 as usize).copied().flatten()?,
+        };
         self.rows[..self.n]
             .iter()
             .zip(&self.groups)
@@ -85,11 +93,10 @@ pub fn evaluate(
 ) {
     out.clear();
     let s = &snap.scoring;
-    let current = quality.config_generation == snap.generation;
     let client_unit = client.location.coords.map(|c| c.unit());
     for id in pops {
         let pop = snap.pops.get(id);
-        let state = if current { quality.pop(id) } else { Default::default() };
+        let state = snap.quality_id(quality.config_generation, id).map_or_else(Default::default, |q| quality.pop(q));
         let up = match state.health {
             Health::Up => true,
             Health::Down => false,
