@@ -3,11 +3,14 @@
 //! costs one lookup that yields its location, its ISP and the network around
 //! it inside which every address has the same decision inputs (the ECS scope).
 //!
-//! This is gdnsd's approach (`gdgeoip2.c` walks the MaxMind tree into an
-//! `nlist` that merges neighbouring networks with the same answer into the
-//! largest supernet): both trees are walked once at load, neighbouring
-//! networks with the same (location, ISP) are merged into one range, and
-//! equal locations are stored once. IPv4 and IPv6 are separate sorted range
+//! The walk is gdnsd's (`gdgeoip2.c` walks the MaxMind tree into an `nlist`),
+//! the merge is not: gdnsd merges neighbouring networks with the same answer,
+//! which is fixed per datacenter list at load; popdns's answers move with
+//! the feed, so it merges neighbouring networks with the same decision
+//! inputs, (location, ISP). Both trees are walked once at load, such
+//! networks become one range, and equal locations are stored once. A cell
+//! is therefore often narrower than the network that gets the same answer
+//! at a given moment; its scope is never wider than what holds. IPv4 and IPv6 are separate sorted range
 //! tables; IPv4 has a /20 index in front of its binary search.
 //!
 //! Invariant: the ranges of each family partition the whole space, in order;
