@@ -14,12 +14,26 @@ use popdns::quality::feed;
 
 const WWW: &str = "www.aliyundoc.com.example.com.";
 
+/// A temporary folder holding a copy of the shipped `file` (repo-relative)
+/// under its base name; the folder, the copy's path and the shipped text.
+fn shipped_copy(file: &str) -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join(std::path::Path::new(file).file_name().unwrap());
+    let shipped = std::fs::read_to_string(repo().join(file)).unwrap();
+    std::fs::write(&copy, &shipped).unwrap();
+    (dir, copy, shipped)
+}
+
+/// The POP lines of pops.yaml in reverse order: every POP index moves.
+fn reversed_pops(shipped: &str) -> String {
+    let mut lines: Vec<&str> = shipped.lines().filter(|l| l.starts_with("- ")).collect();
+    lines.reverse();
+    lines.join("\n") + "\n"
+}
+
 #[test]
 fn invalid_reload_keeps_old_answers_and_a_valid_one_applies() {
-    let zones = tempfile::tempdir().unwrap();
-    let zone_file = zones.path().join("example.com.yaml");
-    let shipped = std::fs::read_to_string(repo().join("zones/example.com.yaml")).unwrap();
-    std::fs::write(&zone_file, &shipped).unwrap();
+    let (zones, zone_file, shipped) = shipped_copy("zones/example.com.yaml");
     let s = TestServer::start_with(&Setup { zones: zones.path().to_path_buf(), ..Setup::default() });
     let h = s.handle.as_ref().unwrap();
     let mail = || addrs(&udp(s.udp, &query_msg("mail.example.com.", RecordType::A, None)));
@@ -39,10 +53,7 @@ fn invalid_reload_keeps_old_answers_and_a_valid_one_applies() {
 
 #[test]
 fn route_data_follows_its_pop_across_a_reload_that_reorders_pops() {
-    let dir = tempfile::tempdir().unwrap();
-    let pops = dir.path().join("pops.yaml");
-    let shipped = std::fs::read_to_string(repo().join("pops.yaml")).unwrap();
-    std::fs::write(&pops, &shipped).unwrap();
+    let (_dir, pops, shipped) = shipped_copy("pops.yaml");
     let s = TestServer::start_with(&Setup { pops: pops.clone(), ..Setup::default() });
     let h = s.handle.as_ref().unwrap();
     let key = feed::decode_hex(TEST_REPORTERS[0].1).unwrap();
@@ -67,9 +78,7 @@ fn route_data_follows_its_pop_across_a_reload_that_reorders_pops() {
     assert!(!shanghai.is_empty() && !shanghai.contains(&"192.0.2.21".to_string()), "{shanghai:?}");
 
     // Reverse the POP list: every index moves. The writer maps its data again.
-    let mut lines: Vec<&str> = shipped.lines().filter(|l| l.starts_with("- ")).collect();
-    lines.reverse();
-    std::fs::write(&pops, lines.join("\n") + "\n").unwrap();
+    std::fs::write(&pops, reversed_pops(&shipped)).unwrap();
     let published = h.shared.feed_stats.published.load(Ordering::Acquire);
     h.reload(&s.config).unwrap();
     while h.shared.feed_stats.published.load(Ordering::Acquire) <= published {
@@ -91,10 +100,7 @@ fn until_the_writer_remaps_queries_read_the_table_of_the_config_before() {
     use popdns::quality::{GroupKey, PopState, Quality, Route};
     use popdns::scheduler::{self, Client};
 
-    let dir = tempfile::tempdir().unwrap();
-    let pops_file = dir.path().join("pops.yaml");
-    let shipped = std::fs::read_to_string(repo().join("pops.yaml")).unwrap();
-    std::fs::write(&pops_file, &shipped).unwrap();
+    let (dir, pops_file, shipped) = shipped_copy("pops.yaml");
     let config = Setup { pops: pops_file.clone(), ..Setup::default() }.write(dir.path());
     let a = popdns::config::load(&config).unwrap();
     let id = |snap: &popdns::config::Snapshot, pop: &str| snap.pops.find(pop).unwrap().0 as usize;
@@ -110,9 +116,7 @@ fn until_the_writer_remaps_queries_read_the_table_of_the_config_before() {
     let measured = Quality { generation: 2, config_generation: a.generation, pops: states, routes };
 
     // B: the same POPs in reverse order.
-    let mut lines: Vec<&str> = shipped.lines().filter(|l| l.starts_with("- ")).collect();
-    lines.reverse();
-    std::fs::write(&pops_file, lines.join("\n") + "\n").unwrap();
+    std::fs::write(&pops_file, reversed_pops(&shipped)).unwrap();
     let b = popdns::config::load_after(&config, Some(&a)).unwrap();
     assert_ne!(id(&a, "cn-zj-ct-1"), id(&b, "cn-zj-ct-1"));
 
