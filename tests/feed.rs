@@ -340,6 +340,23 @@ fn every_bad_datagram_is_dropped_whole_and_counted_by_reason() {
                 .as_bytes(),
             ),
         ),
+        // Groups of well-formed names that no place in the location database
+        // has: no client could be in them, and inventing them would grow the
+        // writer's tables without bound.
+        (
+            Drop::Invalid,
+            signed(
+                format!(r#"{{"ts": {now}, "routes": [{{"pop": "de-fra-1", "group": "ZZ-ZZZ", "rtt_ms": 1, "loss": 0}}]}}"#)
+                    .as_bytes(),
+            ),
+        ),
+        (
+            Drop::Invalid,
+            signed(
+                format!(r#"{{"ts": {now}, "routes": [{{"pop": "de-fra-1", "group": "QQ/other", "rtt_ms": 1, "loss": 0}}]}}"#)
+                    .as_bytes(),
+            ),
+        ),
         // One POP twice: it would count as two reports in a row.
         (
             Drop::Invalid,

@@ -17,14 +17,14 @@
 //! range `i` covers `starts[i] ..= starts[i + 1] - 1` (the last one to the end).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use maxminddb::{Reader, WithinOptions};
 
 use super::raw::{Family, Tree};
-use super::{IspMap, Location};
+use super::{CountryCode, IspMap, Location, RegionCode};
 use crate::hash::Fast;
 use crate::pages::HugeSlice;
 use crate::pops::IspId;
@@ -61,6 +61,10 @@ pub struct Cells {
     cells: HugeSlice<Cell>,
     /// Distinct locations (for reports).
     locations: usize,
+    /// Every country, and every (country, subdivision), that some location
+    /// of the database names: the places a client can be in, so the only
+    /// route-quality groups worth keeping data for.
+    places: HashSet<(CountryCode, Option<RegionCode>), Fast>,
 }
 
 impl std::fmt::Debug for Cells {
@@ -78,6 +82,12 @@ impl std::fmt::Debug for Cells {
 const NONE: u32 = u32::MAX;
 
 impl Cells {
+    /// Does some location of the database lie in this country (and
+    /// subdivision, when given)?
+    pub fn has_place(&self, country: CountryCode, region: Option<RegionCode>) -> bool {
+        self.places.contains(&(country, region))
+    }
+
     /// Walk both databases (`Walked::cells` then builds the table, once the
     /// caller has let go of the files). Cell 0 is "unknown location, ISP other".
     ///
@@ -185,11 +195,16 @@ impl Walked {
         let v6 = V6Ranges::new(&v6_runs.starts, &v6_runs.cells);
         drop(v6_runs);
         let loc_values = locs.values;
+        let places = loc_values
+            .iter()
+            .filter_map(|l| Some((l.country?, l.region)))
+            .flat_map(|(c, r)| [(c, None), (c, r)])
+            .collect();
         let cells = HugeSlice::from_exact(cells.pairs.into_iter().map(|(loc, isp)| Cell {
             location: loc_values.get(loc as usize).copied().unwrap_or_default(),
             isp: if isp == NONE { IspId::OTHER } else { IspId(isp as u8) },
         }));
-        Cells { v4, v4_index, v6, aliases, cells, locations: loc_values.len() }
+        Cells { v4, v4_index, v6, aliases, cells, locations: loc_values.len(), places }
     }
 }
 

@@ -5,6 +5,7 @@
 //! continent (`continent:AS`: continents carry a prefix, since AS, AF, NA and
 //! SA are also country codes), everyone (`*`).
 
+use crate::geo::cells::Cells;
 use crate::geo::{ClientInfo, Continent, CountryCode, IspMap, RegionCode};
 use crate::pops::IspId;
 
@@ -51,6 +52,21 @@ impl GroupKey {
             (Some(r), None) => GroupKey::Region(country, r),
             (None, None) => GroupKey::Country(country),
         })
+    }
+
+    /// Parse a group name the feed may keep data for: besides `parse`'s
+    /// syntax, its country or subdivision must be a place the location
+    /// database knows. Any other group could hold no client, and letting a
+    /// reporter invent them (`ZZ-ZZZ`, `QQ-999`, ...) would let one key grow
+    /// the writer's tables without bound.
+    pub fn parse_known(s: &str, isps: &IspMap, cells: &Cells) -> Option<GroupKey> {
+        let g = GroupKey::parse(s, isps)?;
+        let known = match g {
+            GroupKey::RegionIsp(c, r, _) | GroupKey::Region(c, r) => cells.has_place(c, Some(r)),
+            GroupKey::CountryIsp(c, _) | GroupKey::Country(c) => cells.has_place(c, None),
+            GroupKey::Continent(_) | GroupKey::Any => true,
+        };
+        known.then_some(g)
     }
 
     pub fn display(&self, isps: &IspMap) -> String {
@@ -109,6 +125,19 @@ mod tests {
         }
         for s in ["", "cn", "CN-", "CN/nope", "continent:XX", "CN-ZJZJ", "C", "CN-zj", "**"] {
             assert!(GroupKey::parse(s, &m).is_none(), "{s}");
+        }
+    }
+
+    #[test]
+    fn the_feed_keeps_only_groups_of_places_the_database_knows() {
+        let snap = crate::testing::demo();
+        let known = |s: &str| GroupKey::parse_known(s, &snap.isps, &snap.geo.cells).is_some();
+        for s in ["CN-ZJ/chinatelecom", "CN/chinaunicom", "CN-ZJ", "CN", "DE", "US-CA", "continent:AS", "*"] {
+            assert!(known(s), "{s}");
+        }
+        // Well-formed, but no location of the demo database is there.
+        for s in ["ZZ", "ZZ-ZZZ", "QQ-999/other", "CN-ZZ", "CN-ZZ/chinatelecom", "AQ"] {
+            assert!(GroupKey::parse(s, &snap.isps).is_some() && !known(s), "{s}");
         }
     }
 }

@@ -400,8 +400,12 @@ impl Work {
         if !feed::mac_ok(key, env.body, &env.mac) {
             return Err(Drop::BadMac);
         }
-        let (ts, valid) =
-            feed::parse_into(env.body, |p| snap.pops.find(p), |g| GroupKey::parse(g, &snap.isps), report)?;
+        let (ts, valid) = feed::parse_into(
+            env.body,
+            |p| snap.pops.find(p),
+            |g| GroupKey::parse_known(g, &snap.isps, &snap.geo.cells),
+            report,
+        )?;
         // A POP listed twice would count as two consecutive reports and flip
         // its view past `down_after` / `up_after` at once: invalid.
         let twice = |i: usize| report.pops[..i].iter().any(|q| q.pop == report.pops[i].pop);
@@ -523,7 +527,9 @@ impl Work {
         self.group_ix.clear();
         self.dirty_groups.clear();
         for old in std::mem::take(&mut self.groups) {
-            let Some(key) = GroupKey::parse(&old.key.display(&self.isps), &snap.isps) else { continue };
+            let Some(key) = GroupKey::parse_known(&old.key.display(&self.isps), &snap.isps, &snap.geo.cells) else {
+                continue;
+            };
             let mut g = GroupWork::new(key, snap.pops.len());
             for (name, e) in self.pop_names.iter().zip(old.cells) {
                 if let Some(slot) = snap.pops.find(name).and_then(|id| g.cells.get_mut(id.0 as usize)) {
