@@ -143,6 +143,28 @@ fn ns_mx_and_srv_targets_must_not_be_aliases() {
 }
 
 #[test]
+fn reporter_ids_are_listed_once_and_secrets_are_not_shared() {
+    let k1 = "00112233445566778899aabbccddeeff";
+    let k2 = "ffeeddccbbaa99887766554433221100";
+    for (keys, message) in [
+        (format!("a: \"{k1}\"\nb: \"{k2}\"\na: \"{k2}\"\n"), "reporter id `a` is listed twice"),
+        (format!("a: \"{k1}\"\nb: \"{k2}\"\nc: \"{k1}\"\n"), "reporters `a` and `c` share a secret"),
+        // Hex case does not make two secrets.
+        (format!("a: \"{k1}\"\nc: \"{}\"\n", k1.to_uppercase()), "reporters `a` and `c` share a secret"),
+    ] {
+        let c = Copy::new();
+        std::fs::write(c.path("feed-keys.yaml"), &keys).unwrap();
+        let out = c.check();
+        assert_eq!(out.code, Some(1), "{keys}: {}", out.stderr);
+        let at = format!("{}:", c.path("feed-keys.yaml").display());
+        assert!(out.stderr.lines().any(|l| l.contains(&at) && l.contains(message)), "{keys}: {}", out.stderr);
+    }
+    let c = Copy::new();
+    std::fs::write(c.path("feed-keys.yaml"), format!("a: \"{k1}\"\nb: \"{k2}\"\n")).unwrap();
+    assert_eq!(c.check().code, Some(0));
+}
+
+#[test]
 fn unknown_key_in_popdns_yaml() {
     let c = Copy::new();
     let text = c.edit("popdns.yaml", "  km_per_ms: 50\n", "  km_per_ms: 50\n  km_per_hour: 3\n");

@@ -378,21 +378,30 @@ fn server(ctx: &Ctx, s: &raw::Server) -> Result<ServerConfig, ConfigError> {
 
 fn feed(ctx: &Ctx, base: &Path, f: &raw::Feed, warnings: &mut Vec<ConfigWarning>) -> Result<FeedConfig, ConfigError> {
     let keys_path = base.join(&f.keys);
-    let doc: Doc<BTreeMap<String, String>> = yaml::load(&keys_path)?;
+    let doc: Doc<yaml::Entries<String>> = yaml::load(&keys_path)?;
     let kctx = Ctx { file: &keys_path, lines: &doc.lines };
-    let mut keys = HashMap::new();
-    for (id, hex) in &doc.value {
+    let mut keys: HashMap<String, Vec<u8>> = HashMap::new();
+    for (id, hex) in &doc.value.0 {
         let at = ypath![id];
+        if keys.contains_key(id) {
+            return Err(kctx.err(&at, format!("reporter id `{id}` is listed twice")));
+        }
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
             return Err(kctx.err(&at, format!("reporter id `{id}` must match [A-Za-z0-9._-]+")));
         }
-        if hex == DEMO_FEED_KEY {
+        if hex.trim() == DEMO_FEED_KEY {
             warnings.push(kctx.warn(&at, format!("reporter `{id}` uses the shipped demo key: generate a secret")));
         }
         let secret =
             crate::quality::feed::decode_hex(hex.trim()).ok_or_else(|| kctx.err(&at, "the secret is not hex"))?;
         if secret.len() < 16 {
             return Err(kctx.err(&at, "the secret is shorter than 16 bytes"));
+        }
+        // The MAC covers the body only, not the reporter id: with one secret
+        // for two ids, anyone who sees a datagram of one could send it again
+        // as the other's, one report counting as two votes.
+        if let Some((other, _)) = keys.iter().find(|(_, k)| **k == secret) {
+            return Err(kctx.err(&at, format!("reporters `{other}` and `{id}` share a secret: give each its own")));
         }
         keys.insert(id.clone(), secret);
     }
