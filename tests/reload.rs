@@ -138,6 +138,40 @@ fn until_the_writer_remaps_queries_read_the_table_of_the_config_before() {
 }
 
 #[test]
+fn a_reload_that_revokes_a_key_ends_what_its_reporter_said() {
+    let s = TestServer::start();
+    let h = s.handle.as_ref().unwrap();
+    let (id, hex) = TEST_REPORTERS[0];
+    let body = format!(
+        r#"{{"ts": {}, "pops": [{{"id": "cn-zj-ct-1", "up": false}}],
+        "routes": [{{"pop": "de-fra-1", "group": "CN-ZJ/chinatelecom", "rtt_ms": 1, "loss": 0}}]}}"#,
+        feed::now_ms()
+    );
+    let datagram = feed::encode(id, &feed::decode_hex(hex).unwrap(), body.as_bytes());
+    UdpSocket::bind("127.0.0.1:0").unwrap().send_to(&datagram, s.feed.unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.shared.feed_stats.accepted.load(Ordering::Acquire) < 1 {
+        assert!(Instant::now() < deadline, "the report was not accepted");
+        std::thread::yield_now();
+    }
+    assert_eq!(ask(s.udp, WWW, "115.236.1.0/24"), ["203.0.113.10"], "de-fra-1, measured at 1 ms");
+
+    // The key is taken out: at the reload, what its reporter said ends.
+    let keys_file = s.config.parent().unwrap().join("feed-keys.yaml");
+    let keys = std::fs::read_to_string(&keys_file).unwrap();
+    let kept: String = keys.lines().filter(|l| !l.starts_with(&format!("{id}:"))).map(|l| format!("{l}\n")).collect();
+    assert!(kept.len() < keys.len() && !kept.is_empty());
+    std::fs::write(&keys_file, kept).unwrap();
+    let published = h.shared.feed_stats.published.load(Ordering::Acquire);
+    h.reload(&s.config).unwrap();
+    while h.shared.feed_stats.published.load(Ordering::Acquire) <= published {
+        assert!(Instant::now() < deadline, "the writer did not publish after the reload");
+        std::thread::yield_now();
+    }
+    assert_eq!(ask(s.udp, WWW, "115.236.1.0/24"), ["192.0.2.10"], "cn-zj-ct-1 again: no data from the revoked key");
+}
+
+#[test]
 fn a_reload_reuses_the_compiled_databases_unless_their_files_change() {
     let dir = tempfile::tempdir().unwrap();
     let city = dir.path().join("city.mmdb");

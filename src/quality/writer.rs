@@ -515,8 +515,20 @@ impl Work {
             return;
         }
         self.config_generation = Some(snap.generation);
+        // Reporters whose key the new config no longer has: what they said
+        // ends now, not `stale_after` later (a revoked key is revoked).
+        let keys = snap.feed.as_ref().map(|f| &f.keys);
+        let revoked: Vec<ReporterIx> = (self.reporter_ids.iter())
+            .filter(|(id, _)| !keys.is_some_and(|k| k.contains_key(id.as_str())))
+            .map(|(_, &ix)| ix)
+            .collect();
         let mut pops: Vec<PopWork> = (0..snap.pops.len()).map(|_| PopWork::default()).collect();
-        for (name, w) in self.pop_names.iter().zip(std::mem::take(&mut self.pops)) {
+        for (name, mut w) in self.pop_names.iter().zip(std::mem::take(&mut self.pops)) {
+            for &r in &revoked {
+                if let Some(v) = w.views.get_mut(r as usize) {
+                    *v = None;
+                }
+            }
             if let Some(slot) = snap.pops.find(name).and_then(|id| pops.get_mut(id.0 as usize)) {
                 *slot = w;
             }
@@ -531,7 +543,8 @@ impl Work {
                 continue;
             };
             let mut g = GroupWork::new(key, snap.pops.len());
-            for (name, e) in self.pop_names.iter().zip(old.cells) {
+            for (name, mut e) in self.pop_names.iter().zip(old.cells) {
+                e.by.retain(|(r, _)| !revoked.contains(r));
                 if let Some(slot) = snap.pops.find(name).and_then(|id| g.cells.get_mut(id.0 as usize)) {
                     *slot = e;
                     slot.dirty = false;
