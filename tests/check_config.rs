@@ -165,6 +165,21 @@ fn reporter_ids_are_listed_once_and_secrets_are_not_shared() {
 }
 
 #[test]
+fn max_datagram_outside_what_a_datagram_can_be_is_an_error() {
+    for n in ["10", "127", "65508", "100000"] {
+        let c = Copy::new();
+        let text = c.append("popdns.yaml", "");
+        let text = if text.contains("  max_datagram:") {
+            let from = text.lines().find(|l| l.starts_with("  max_datagram:")).unwrap().to_string();
+            c.edit("popdns.yaml", &from, &format!("  max_datagram: {n}"))
+        } else {
+            c.edit("popdns.yaml", "feed:\n", &format!("feed:\n  max_datagram: {n}\n"))
+        };
+        assert_error(&c, "popdns.yaml", line_of(&text, "max_datagram"), "is not 128..65507");
+    }
+}
+
+#[test]
 fn unknown_key_in_popdns_yaml() {
     let c = Copy::new();
     let text = c.edit("popdns.yaml", "  km_per_ms: 50\n", "  km_per_ms: 50\n  km_per_hour: 3\n");

@@ -422,7 +422,11 @@ fn feed(ctx: &Ctx, base: &Path, f: &raw::Feed, warnings: &mut Vec<ConfigWarning>
         quorum,
         down_after: at_least_one(f.down_after, "down_after")?,
         up_after: at_least_one(f.up_after, "up_after")?,
-        max_datagram: f.max_datagram.unwrap_or(8192).clamp(64, 65507),
+        max_datagram: match f.max_datagram.unwrap_or(8192) {
+            // The header alone takes about 80 bytes; 65,507 is the most a UDP datagram holds.
+            n @ 128..=65507 => n,
+            n => return Err(ctx.err(&ypath!["feed", "max_datagram"], format!("`max_datagram` {n} is not 128..65507"))),
+        },
         max_reports_per_second: f.max_reports_per_second.unwrap_or(100),
     })
 }

@@ -258,6 +258,15 @@ fn by_serde(text: &str) -> Result<Result<Raw<'_>, u64>, Drop> {
     struct TsOnly {
         ts: u64,
     }
+    // A body is an object. serde's derived structs would also read a JSON
+    // array positionally (`[ts, [[id, up, load]], ...]`): a second format
+    // the contract does not have, so any other JSON is `invalid`.
+    if !text.trim_start().starts_with('{') {
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => Drop::Invalid,
+            Err(_) => Drop::Malformed,
+        });
+    }
     match serde_json::from_str(text) {
         Ok(raw) => Ok(Ok(raw)),
         Err(e) if e.is_data() => match serde_json::from_str::<TsOnly>(text) {
@@ -491,6 +500,9 @@ pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) || !s.is_ascii() {
         return None;
     }
+    if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None; // from_str_radix would take a sign: "+0" as a byte
+    }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
@@ -525,6 +537,14 @@ mod tests {
     }
 
     #[test]
+    fn hex_is_hex_digits_only() {
+        assert_eq!(decode_hex("00ff10Ab"), Some(vec![0, 255, 16, 171]));
+        for bad in ["+0+1", "0", "0g", " 00", "-1", "\u{e9}0"] {
+            assert_eq!(decode_hex(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn body_checks() {
         let yes = |_: &str| Some(());
         assert_eq!(parse(b"\xff", yes, yes), Err(Drop::Malformed));
@@ -539,6 +559,11 @@ mod tests {
         let r = parse(v, ids, |g: &str| Some(g.len() + 100)).unwrap().1.unwrap();
         assert_eq!((r.pops[0].pop, r.routes[0].pop, r.routes[0].group), (1, 1, 101));
         assert_eq!(parse(br#"{"ts":"5"}"#, yes, yes), Err(Drop::Invalid), "a ts that is not a number");
+        // A body is an object: serde would read a struct from an array too.
+        for other in [r#"[5,[["a",false,0.5]],[["a","*",7,0]]]"#, "[5]", "[1,2]", "5", r#""ts""#, " [5]"] {
+            assert_eq!(parse(other.as_bytes(), yes, yes), Err(Drop::Invalid), "{other}");
+        }
+        assert_eq!(parse(b"[5,", yes, yes), Err(Drop::Malformed));
         for bad in [
             r#"{"ts":5,"pops":[{"id":"a","load":1.5}]}"#,
             r#"{"ts":5,"routes":[{"pop":"a","group":"*","rtt_ms":-1,"loss":0}]}"#,
