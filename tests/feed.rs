@@ -453,6 +453,31 @@ fn popdns_feed_and_explain_server_round_trip() {
 }
 
 #[test]
+fn popdns_feed_refuses_what_every_server_would_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, short) = (dir.path().join("good.key"), dir.path().join("short.key"));
+    std::fs::write(&good, format!("{}\n", TEST_REPORTERS[0].1)).unwrap();
+    std::fs::write(&short, "0011\n").unwrap();
+    let report = dir.path().join("report.json");
+    std::fs::write(&report, r#"{"pops": [{"id": "cn-zj-ct-1", "up": true}]}"#).unwrap();
+    for (reporter, key, message) in [
+        ("probe a", &good, "must match [A-Za-z0-9._-]+"),
+        ("", &good, "must match [A-Za-z0-9._-]+"),
+        ("probe-a", &short, "shorter than 16 bytes"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_popdns"))
+            .args(["feed", "--to", "127.0.0.1:9", "--reporter", reporter, "--key"])
+            .arg(key)
+            .arg(&report)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{reporter:?}: {err}");
+        assert!(err.contains(message), "{reporter:?}: {err}");
+    }
+}
+
+#[test]
 fn a_thousand_reports_a_second_while_queries_run_never_half_applied() {
     // One fast reporter flips between two complete states; 19 others add load
     // reports. State X: de-fra-1 1 ms, us-west-1 100 ms; state Y: the reverse;

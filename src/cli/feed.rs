@@ -23,11 +23,18 @@ pub struct FeedArgs {
 }
 
 pub fn run(a: FeedArgs) -> Result<(), Failure> {
+    // What the server would drop every time is refused here, with a reason.
+    if a.reporter.is_empty() || !a.reporter.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Err(invalid(anyhow!("reporter id `{}` must match [A-Za-z0-9._-]+", a.reporter)));
+    }
     let hex =
         std::fs::read_to_string(&a.key).with_context(|| format!("reading {}", a.key.display())).map_err(invalid)?;
     let key = popdns::quality::feed::decode_hex(hex.trim())
         .ok_or_else(|| anyhow!("{}: the key is not hex", a.key.display()))
         .map_err(invalid)?;
+    if key.len() < 16 {
+        return Err(invalid(anyhow!("{}: the key is shorter than 16 bytes", a.key.display())));
+    }
     let body = match &a.report {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display())),
         None => {
@@ -44,6 +51,12 @@ pub fn run(a: FeedArgs) -> Result<(), Failure> {
     }
     let body = serde_json::to_vec(&report).map_err(runtime)?;
     let datagram = popdns::quality::feed::encode(&a.reporter, &key, &body);
+    if datagram.len() > 8192 {
+        eprintln!(
+            "warning: the datagram is {} bytes; a server with the default feed.max_datagram (8192) drops it",
+            datagram.len()
+        );
+    }
     for to in &a.to {
         let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(runtime)?;
         let sock = UdpSocket::bind(bind).map_err(runtime)?;
