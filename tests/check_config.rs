@@ -180,6 +180,20 @@ fn max_datagram_outside_what_a_datagram_can_be_is_an_error() {
 }
 
 #[test]
+fn max_skew_longer_than_stale_after_is_warned_about() {
+    let c = Copy::new();
+    let text = c.read("popdns.yaml");
+    let from = text.lines().find(|l| l.trim_start().starts_with("max_skew:")).unwrap().to_string();
+    let text = c.edit("popdns.yaml", &from, "  max_skew: 90s");
+    let out = c.check();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let want =
+        format!("{}:{}: warning: `max_skew` is longer", c.path("popdns.yaml").display(), line_of(&text, "max_skew"));
+    assert!(out.stderr.contains(&want), "no `{want}` on stderr:\n{}", out.stderr);
+    assert!(!Copy::new().check().stderr.contains("max_skew"), "the shipped values are warned about");
+}
+
+#[test]
 fn unknown_key_in_popdns_yaml() {
     let c = Copy::new();
     let text = c.edit("popdns.yaml", "  km_per_ms: 50\n", "  km_per_ms: 50\n  km_per_hour: 3\n");

@@ -415,10 +415,20 @@ fn feed(ctx: &Ctx, base: &Path, f: &raw::Feed, warnings: &mut Vec<ConfigWarning>
         Some(0) => Err(ctx.err(&ypath!["feed", key], format!("`{key}` must be at least 1"))),
         v => Ok(v.unwrap_or(2)),
     };
+    let stale_after = duration(ctx, &ypath!["feed", "stale_after"], &f.stale_after, Duration::from_secs(30))?;
+    let max_skew = duration(ctx, &ypath!["feed", "max_skew"], &f.max_skew, Duration::from_secs(30))?;
+    if max_skew > stale_after {
+        // One report dated max_skew ahead (a clock glitch) makes the
+        // reporter's next reports replays for that long: longer than its
+        // data lives, so its POPs go without its view meanwhile.
+        let msg = "`max_skew` is longer than `stale_after`: after one report dated ahead, a reporter's data can \
+                   expire before its next report is accepted";
+        warnings.push(ctx.warn(&ypath!["feed", "max_skew"], msg));
+    }
     Ok(FeedConfig {
         keys,
-        stale_after: duration(ctx, &ypath!["feed", "stale_after"], &f.stale_after, Duration::from_secs(30))?,
-        max_skew: duration(ctx, &ypath!["feed", "max_skew"], &f.max_skew, Duration::from_secs(30))?,
+        stale_after,
+        max_skew,
         quorum,
         down_after: at_least_one(f.down_after, "down_after")?,
         up_after: at_least_one(f.up_after, "up_after")?,
