@@ -3,7 +3,7 @@
 //! naming the file and line of the mistake.
 
 mod common;
-use common::repo;
+use common::{real_geo, repo};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -191,6 +191,79 @@ fn max_skew_longer_than_stale_after_is_warned_about() {
         format!("{}:{}: warning: `max_skew` is longer", c.path("popdns.yaml").display(), line_of(&text, "max_skew"));
     assert!(out.stderr.contains(&want), "no `{want}` on stderr:\n{}", out.stderr);
     assert!(!Copy::new().check().stderr.contains("max_skew"), "the shipped values are warned about");
+}
+
+#[test]
+fn check_into_a_closed_pipe_ends_quietly() {
+    // `popdns check | head -0`: the reader is gone before the first line.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_popdns"))
+        .args(["check", "-c"])
+        .arg(repo().join("popdns.yaml"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(out.status.code() == Some(0) || out.status.signal() == Some(libc::SIGPIPE), "{:?}: {err}", out.status);
+}
+
+#[test]
+fn a_sighup_while_the_server_starts_does_not_stop_it() {
+    // A deploy may push a config and signal a server that is still loading:
+    // with the real databases, loading takes a second or more.
+    let Some((city, asn)) = real_geo() else { return };
+    let c = Copy::new();
+    let geo = repo().join("geo").canonicalize().unwrap();
+    c.edit("popdns.yaml", &geo.join("demo-city.mmdb").display().to_string(), &city.display().to_string());
+    c.edit("popdns.yaml", &geo.join("demo-asn.mmdb").display().to_string(), &asn.display().to_string());
+    let text = c.read("popdns.yaml");
+    let listen = text.lines().find(|l| l.trim_start().starts_with("dns:")).unwrap().to_string();
+    c.edit("popdns.yaml", &listen, "  dns: [\"127.0.0.1:0\"]");
+    for key in ["feed:", "http:"] {
+        let line = c.read("popdns.yaml").lines().find(|l| l.starts_with(&format!("  {key}"))).unwrap().to_string();
+        c.edit("popdns.yaml", &line, &format!("  {key} \"127.0.0.1:0\""));
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_popdns"))
+        .args(["serve", "-c"])
+        .arg(c.path("popdns.yaml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let sighup_in = |field: &str| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let mask = status.lines().find_map(|l| l.strip_prefix(field)).map(str::trim).unwrap_or("0");
+        u64::from_str_radix(mask, 16).unwrap_or(0) & (1 << (libc::SIGHUP - 1)) != 0
+    };
+    // From when the server has set SIGHUP aside (/proc shows it ignored;
+    // before that the process is still being exec'd, not the window in
+    // question) through the load, until its reload handler is in place.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !sighup_in("SigIgn:") {
+        assert!(std::time::Instant::now() < deadline, "SIGHUP never set aside during start-up");
+        assert!(child.try_wait().unwrap().is_none(), "the server ended before loading");
+    }
+    let mut sent = 0;
+    while !sighup_in("SigCgt:") {
+        assert!(std::time::Instant::now() < deadline, "no SIGHUP handler after 30 s");
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+        sent += 1;
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(sent > 10, "only {sent} signals during the load");
+    let alive = child.try_wait().unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(alive.is_none(), "the server ended on a SIGHUP: {alive:?}\n{err}");
+    assert_eq!(out.status.code(), Some(0), "{:?}\n{err}", out.status);
 }
 
 #[test]

@@ -92,6 +92,9 @@ pub fn run() -> Result<(), Failure> {
         std::process::exit(1);
     })?;
     init_tracing();
+    if !matches!(cli.cmd, Cmd::Serve { .. }) {
+        quiet_on_closed_stdout();
+    }
     match cli.cmd {
         Cmd::Serve { config } => serve(&config),
         Cmd::Check { config } => check(&config),
@@ -105,6 +108,18 @@ pub fn run() -> Result<(), Failure> {
             Ok(())
         }
         Cmd::Feed(args) => feed::run(args),
+    }
+}
+
+/// A command whose output goes to a closed pipe (`popdns check | head`)
+/// ends quietly, as Unix tools do, instead of panicking in `println!` on
+/// EPIPE (Rust ignores SIGPIPE). Not for `serve`, whose sockets must never
+/// raise it.
+fn quiet_on_closed_stdout() {
+    // SAFETY: restores the default disposition of one signal, before any
+    // thread of ours writes anywhere.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -145,6 +160,15 @@ fn check(path: &Path) -> Result<(), Failure> {
 }
 
 fn serve(path: &Path) -> Result<(), Failure> {
+    // SIGHUP's default action ends the process, and loading the full
+    // databases takes a second or two before the reload handler is in
+    // place: a reload sent meanwhile (a deploy's config push) would kill
+    // the server. Until then it is ignored; the load reads the files as
+    // they are.
+    // SAFETY: sets one signal's disposition; tokio's handler replaces it later.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
     let snap = load(path)?;
     for w in &snap.warnings {
         tracing::warn!("{w}");
