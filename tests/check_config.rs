@@ -267,6 +267,59 @@ fn a_sighup_while_the_server_starts_does_not_stop_it() {
 }
 
 #[test]
+fn a_config_file_that_is_not_a_regular_file_is_refused_at_once() {
+    // A FIFO would block the load (a reload, and shutdown with it) until
+    // something wrote to it; /dev/zero would be read until memory ran out.
+    for special in ["fifo", "/dev/zero"] {
+        let c = Copy::new();
+        let pops = c.path("pops.yaml");
+        std::fs::remove_file(&pops).unwrap();
+        if special == "fifo" {
+            let path = std::ffi::CString::new(pops.to_str().unwrap()).unwrap();
+            // SAFETY: a valid C string; creates a FIFO in our temporary folder.
+            assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        } else {
+            std::os::unix::fs::symlink(special, &pops).unwrap();
+        }
+        // Under `timeout`: a load that blocks fails the test (exit 124), not hangs it.
+        let out = Command::new("timeout")
+            .args(["20", env!("CARGO_BIN_EXE_popdns"), "check", "-c"])
+            .arg(c.path("popdns.yaml"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{special}: {err}");
+        assert!(err.contains("not a regular file"), "{special}: {err}");
+    }
+}
+
+#[test]
+fn configs_that_could_never_answer_or_never_keep_feed_data_are_errors() {
+    // No edge POP with an address: every scheduled name would be NODATA.
+    for pops in
+        ["[]\n", "# nothing\n", "- {id: l2, country: CN, coords: [31.2, 121.5], ipv4: [192.0.2.9], tier: regional}\n"]
+    {
+        let c = Copy::new();
+        std::fs::write(c.path("pops.yaml"), pops).unwrap();
+        let out = c.check();
+        assert_eq!(out.code, Some(1), "{pops}: {}", out.stderr);
+        assert!(out.stderr.contains("no edge POP with an address"), "{pops}: {}", out.stderr);
+    }
+    // An empty RRset.
+    let c = Copy::new();
+    let text = c.edit("zones/example.com.yaml", "mail: {A: [192.0.2.25]}", "mail: {A: []}");
+    assert_error(&c, "zones/example.com.yaml", line_of(&text, "mail: {A: []}"), "`A` needs at least one value");
+    // Feed durations of 0.
+    for key in ["stale_after", "max_skew"] {
+        let c = Copy::new();
+        let from =
+            c.read("popdns.yaml").lines().find(|l| l.trim_start().starts_with(&format!("{key}:"))).unwrap().to_string();
+        let text = c.edit("popdns.yaml", &from, &format!("  {key}: 0s"));
+        assert_error(&c, "popdns.yaml", line_of(&text, &format!("{key}: 0s")), "must be longer than 0");
+    }
+}
+
+#[test]
 fn unknown_key_in_popdns_yaml() {
     let c = Copy::new();
     let text = c.edit("popdns.yaml", "  km_per_ms: 50\n", "  km_per_ms: 50\n  km_per_hour: 3\n");

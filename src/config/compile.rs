@@ -417,6 +417,12 @@ fn feed(ctx: &Ctx, base: &Path, f: &raw::Feed, warnings: &mut Vec<ConfigWarning>
     };
     let stale_after = duration(ctx, &ypath!["feed", "stale_after"], &f.stale_after, Duration::from_secs(30))?;
     let max_skew = duration(ctx, &ypath!["feed", "max_skew"], &f.max_skew, Duration::from_secs(30))?;
+    for (key, d) in [("stale_after", stale_after), ("max_skew", max_skew)] {
+        if d.is_zero() {
+            // 0 would expire every report at once, or accept none.
+            return Err(ctx.err(&ypath!["feed", key], format!("`{key}` must be longer than 0")));
+        }
+    }
     if max_skew > stale_after {
         // One report dated max_skew ahead (a clock glitch) makes the
         // reporter's next reports replays for that long: longer than its
@@ -508,6 +514,10 @@ fn pops(file: &Path, isps: &IspMap, warnings: &mut Vec<ConfigWarning>) -> Result
             default_up,
             mainland: country.is_mainland(),
         });
+    }
+    if !list.iter().any(|p| p.tier == Tier::Edge && !(p.ipv4.is_empty() && p.ipv6.is_empty())) {
+        // Every scheduled name would answer NODATA.
+        return Err(ctx.err(&[], "no edge POP with an address: scheduled names would have nothing to answer"));
     }
     Ok(Pops::new(list))
 }
@@ -684,6 +694,9 @@ fn zone(
                 return Err(ctx.err(&tat, "NS below the apex (a delegation) is not supported"));
             }
             let vals = values.values();
+            if vals.is_empty() {
+                return Err(ctx.err(&tat, format!("`{tname}` needs at least one value")));
+            }
             if t == rtype::CNAME && vals.len() != 1 {
                 return Err(ctx.err(&tat, "CNAME takes exactly one value"));
             }

@@ -200,8 +200,30 @@ pub struct Doc<T> {
 /// Read and deserialize one YAML file. Syntax errors and unknown keys come back
 /// with the file and line where serde_yaml found them.
 pub fn load<T: DeserializeOwned>(file: &Path) -> Result<Doc<T>, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::new(file, 0, format!("cannot read: {e}")))?;
-    parse(file, text)
+    parse(file, read(file)?)
+}
+
+/// Largest config file read: a zone of a million names is about 25 MB.
+const MAX_FILE: u64 = 256 << 20;
+
+/// A regular file of at most `MAX_FILE` bytes, as UTF-8. A FIFO would block
+/// the load (and with it a reload and shutdown) until someone writes to it,
+/// and `/dev/zero` would be read until memory ran out.
+fn read(file: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let err = |m: String| ConfigError::new(file, 0, m);
+    // Looked at before opening: opening a FIFO already blocks.
+    let meta = std::fs::metadata(file).map_err(|e| err(format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(err("not a regular file".into()));
+    }
+    if meta.len() > MAX_FILE {
+        return Err(err(format!("{} bytes: config files are read up to {MAX_FILE}", meta.len())));
+    }
+    let f = std::fs::File::open(file).map_err(|e| err(format!("cannot read: {e}")))?;
+    let mut text = String::new();
+    f.take(MAX_FILE + 1).read_to_string(&mut text).map_err(|e| err(format!("cannot read: {e}")))?;
+    Ok(text)
 }
 
 /// Deserialize YAML text that came from `file` (kept to find lines in).
