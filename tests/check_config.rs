@@ -227,13 +227,19 @@ fn a_sighup_while_the_server_starts_does_not_stop_it() {
         let line = c.read("popdns.yaml").lines().find(|l| l.starts_with(&format!("  {key}"))).unwrap().to_string();
         c.edit("popdns.yaml", &line, &format!("  {key} \"127.0.0.1:0\""));
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_popdns"))
-        .args(["serve", "-c"])
-        .arg(c.path("popdns.yaml"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_popdns"));
+    cmd.args(["serve", "-c"]).arg(c.path("popdns.yaml"));
+    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    // The server starts with SIGHUP's default action, whatever this test
+    // runner was started with (a child inherits an ignored signal).
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
     let pid = child.id() as libc::pid_t;
     let sighup_in = |field: &str| {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -317,6 +323,32 @@ fn configs_that_could_never_answer_or_never_keep_feed_data_are_errors() {
         let text = c.edit("popdns.yaml", &from, &format!("  {key}: 0s"));
         assert_error(&c, "popdns.yaml", line_of(&text, &format!("{key}: 0s")), "must be longer than 0");
     }
+}
+
+#[test]
+fn yaml_aliases_that_expand_beyond_a_bound_are_refused() {
+    // Each level holds ten of the one below: l5 stands for over a million
+    // nodes, so its aliases pass the bound.
+    let mut zone = String::from(
+        "zone: example.com\nsoa: {mname: ns1.example.com, rname: h.example.com, serial: 1, refresh: 1, retry: 1, expire: 1, minimum: 1}\nrecords:\n",
+    );
+    zone += "  l0: {TXT: &l0 [a, a, a, a, a, a, a, a, a, a]}\n";
+    for i in 1..=5 {
+        let p = i - 1;
+        zone +=
+            &format!("  l{i}: {{TXT: &l{i} [*l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}]}}\n");
+    }
+    let c = Copy::new();
+    std::fs::write(c.path("zones/example.com.yaml"), &zone).unwrap();
+    assert_error(&c, "zones/example.com.yaml", line_of(&zone, "  l5:"), "YAML aliases here expand to more than");
+    // An anchor used a few times, as for a shared POP list, is fine.
+    let c = Copy::new();
+    c.append(
+        "zones/example.com.yaml",
+        "  shared-a:\n    pops: &two [cn-zj-ct-1, cn-hb-bgp-1]\n  shared-b:\n    pops: *two\n",
+    );
+    let out = c.check();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
 }
 
 #[test]

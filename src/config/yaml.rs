@@ -165,7 +165,6 @@ impl LineIndex {
     }
 }
 
-/// A parsed YAML file: its typed value and the line of each of its items.
 /// A YAML mapping read as its entries in order, duplicates kept: a map type
 /// would keep the last of two equal keys without a word, and for some files
 /// (reporter keys) a key written twice is an operator's mistake to report.
@@ -192,6 +191,7 @@ impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for Entries<V> {
     }
 }
 
+/// A parsed YAML file: its typed value and the line of each of its items.
 pub struct Doc<T> {
     pub value: T,
     pub lines: LineIndex,
@@ -200,7 +200,60 @@ pub struct Doc<T> {
 /// Read and deserialize one YAML file. Syntax errors and unknown keys come back
 /// with the file and line where serde_yaml found them.
 pub fn load<T: DeserializeOwned>(file: &Path) -> Result<Doc<T>, ConfigError> {
-    parse(file, read(file)?)
+    let text = read(file)?;
+    bounded_aliases(file, &text)?;
+    parse(file, text)
+}
+
+/// Nodes that aliases may add to a document, all told. Anchors and aliases
+/// are fine for repeating a POP list; nested they double at each level (a
+/// "billion laughs"), and serde_yaml expands every one: a 0.5 MB zone file
+/// took all the memory of the server that reloaded it.
+const MAX_ALIASED_NODES: u64 = 1_000_000;
+
+/// Refuse a file whose aliases would expand to more than
+/// `MAX_ALIASED_NODES` nodes, before serde_yaml expands them. Only files
+/// with an anchor (`&`) are scanned, so large plain zones pay nothing.
+fn bounded_aliases(file: &Path, text: &str) -> Result<(), ConfigError> {
+    if !text.contains('&') {
+        return Ok(());
+    }
+    let mut size: HashMap<usize, u64> = HashMap::new(); // anchor id -> nodes it stands for
+    let mut open: Vec<(usize, u64)> = Vec::new(); // collections: (anchor id, nodes before it)
+    let (mut nodes, mut aliased) = (0u64, 0u64);
+    let mut parser = Parser::new_from_str(text);
+    while let Some(Ok((ev, span))) = parser.next_event() {
+        match ev {
+            Event::Scalar(_, _, anchor, _) => {
+                nodes += 1;
+                if anchor > 0 {
+                    size.insert(anchor, 1);
+                }
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                open.push((anchor, nodes));
+                nodes += 1;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some((anchor, before)) = open.pop()
+                    && anchor > 0
+                {
+                    size.insert(anchor, nodes - before);
+                }
+            }
+            Event::Alias(anchor) => {
+                let n = size.get(&anchor).copied().unwrap_or(1);
+                (nodes, aliased) = (nodes + n, aliased + n);
+                if aliased > MAX_ALIASED_NODES {
+                    let msg =
+                        format!("YAML aliases here expand to more than {MAX_ALIASED_NODES} nodes; write the data out");
+                    return Err(ConfigError::new(file, span.start.line(), msg));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Largest config file read: a zone of a million names is about 25 MB.
