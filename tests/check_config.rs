@@ -352,6 +352,24 @@ fn yaml_aliases_that_expand_beyond_a_bound_are_refused() {
 }
 
 #[test]
+fn flow_collections_nested_past_a_bound_are_refused_at_once() {
+    // The YAML parser's time grows with the square of the depth.
+    let c = Copy::new();
+    let text = c.append("popdns.yaml", &format!("x: {}{}\n", "[".repeat(5000), "]".repeat(5000)));
+    assert_error(&c, "popdns.yaml", line_of(&text, "x: [["), "nested deeper than 256");
+    // Brackets in quoted strings and comments do not count.
+    let c = Copy::new();
+    let deep = "[".repeat(300);
+    c.edit(
+        "zones/example.com.yaml",
+        "records:\n",
+        &format!("records:\n  quoted: {{TXT: [\"{deep}\", '{deep}']}}  # {deep}\n"),
+    );
+    let out = c.check();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+}
+
+#[test]
 fn unknown_key_in_popdns_yaml() {
     let c = Copy::new();
     let text = c.edit("popdns.yaml", "  km_per_ms: 50\n", "  km_per_ms: 50\n  km_per_hour: 3\n");
