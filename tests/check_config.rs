@@ -370,6 +370,64 @@ fn flow_collections_nested_past_a_bound_are_refused_at_once() {
 }
 
 #[test]
+fn a_name_type_or_isp_written_twice_is_an_error() {
+    let z = "zones/example.com.yaml";
+    for (file, from, to, needle, message) in [
+        // The same key twice, and the same name spelled two ways.
+        (
+            z,
+            "  mail: {A: [192.0.2.25]}\n",
+            "  mail: {A: [192.0.2.25]}\n  mail: {A: [192.0.2.26]}\n",
+            "192.0.2.26",
+            "`mail` is listed twice",
+        ),
+        (
+            z,
+            "  mail: {A: [192.0.2.25]}\n",
+            "  mail: {A: [192.0.2.25]}\n  MAIL: {A: [192.0.2.26]}\n",
+            "MAIL",
+            "`MAIL` is listed twice",
+        ),
+        (
+            z,
+            "  mail: {A: [192.0.2.25]}\n",
+            "  mail: {A: [192.0.2.25]}\n  mail.example.com.: {AAAA: [\"2001:db8::25\"]}\n",
+            "mail.example.com.",
+            "is listed twice",
+        ),
+        (
+            z,
+            "  mail: {A: [192.0.2.25]}\n",
+            "  mail: {A: [192.0.2.25], A: [192.0.2.26]}\n",
+            "192.0.2.26",
+            "is listed twice",
+        ),
+        (
+            z,
+            "    coverage: mainland\n",
+            "    coverage: mainland\n  CN.aliyundoc.com:\n",
+            "CN.aliyundoc",
+            "`CN.aliyundoc.com` is listed twice",
+        ),
+        (
+            "popdns.yaml",
+            "  chinamobile: [",
+            "  chinatelecom: [64496]\n  chinamobile: [",
+            "64496",
+            "ISP `chinatelecom` is listed twice",
+        ),
+    ] {
+        let c = Copy::new();
+        let text = c.edit(file, from, to);
+        let out = c.check();
+        assert_eq!(out.code, Some(1), "{to}: {}", out.stderr);
+        let at = format!("{}:", c.path(file).display());
+        assert!(out.stderr.lines().any(|l| l.contains(&at) && l.contains(message)), "{to}: {}", out.stderr);
+        assert!(text.contains(needle));
+    }
+}
+
+#[test]
 fn unknown_key_in_popdns_yaml() {
     let c = Copy::new();
     let text = c.edit("popdns.yaml", "  km_per_ms: 50\n", "  km_per_ms: 50\n  km_per_hour: 3\n");

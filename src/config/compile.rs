@@ -1,7 +1,7 @@
 //! raw -> validated [`Snapshot`]. Every error names the file and line of the
 //! item it concerns.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -294,10 +294,16 @@ fn listen(ctx: &Ctx, l: &raw::Listen, warnings: &mut Vec<ConfigWarning>) -> Resu
     Ok(Listen { dns, http, feed })
 }
 
-fn isps(ctx: &Ctx, m: &BTreeMap<String, Vec<u32>>) -> Result<IspMap, ConfigError> {
+fn isps(ctx: &Ctx, m: &yaml::Entries<Vec<u32>>) -> Result<IspMap, ConfigError> {
     let mut names = vec!["other".to_string()];
     let mut by_asn = HashMap::new();
-    for (name, asns) in m {
+    // Ids in name order, whatever the file's order.
+    let mut sorted: Vec<&(String, Vec<u32>)> = m.0.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(w) = sorted.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(ctx.err(&ypath!["isps", &w[0].0], format!("ISP `{}` is listed twice", w[0].0)));
+    }
+    for (name, asns) in sorted {
         let at = ypath!["isps", name];
         if name == "other"
             || name.is_empty()
@@ -680,15 +686,26 @@ fn zone(
     });
     let negative_soa = zones::record_tail(rtype::SOA, z.ttl.min(soa.minimum), &soa_rdata);
 
-    for (key, types) in &z.records {
+    // Names and types written twice (`www` and `WWW`, `www` and
+    // `www.example.com.`): a map would keep one of them without a word.
+    // So far the map holds the apex (for its SOA) and the names before.
+    let mut apex_listed = false;
+    for (key, types) in &z.records.0 {
         let at = ypath!["records", key];
         let wire = owner(ctx, &at, key, &apex, &zname)?;
+        let listed = if wire == apex { std::mem::replace(&mut apex_listed, true) } else { nodes.contains_key(&wire) };
+        if listed {
+            return Err(ctx.err(&at, format!("`{key}` is listed twice (names are case-insensitive)")));
+        }
         let node = nodes.entry_or_default(&wire);
-        for (tname, values) in types {
+        for (tname, values) in &types.0 {
             let tat = ypath!["records", key, tname];
             let t = rtype::from_name(tname).ok_or_else(|| ctx.err(&tat, format!("unknown record type `{tname}`")))?;
             if t == rtype::SOA {
                 return Err(ctx.err(&tat, "the SOA is set by the `soa` key"));
+            }
+            if node.rrset(t).is_some() {
+                return Err(ctx.err(&tat, format!("`{tname}` is listed twice for `{key}`")));
             }
             if t == rtype::NS && wire != apex {
                 return Err(ctx.err(&tat, "NS below the apex (a delegation) is not supported"));
@@ -722,7 +739,7 @@ fn zone(
     no_alias_targets(ctx, z, &apex, &zname, &nodes)?;
 
     let no_settings = raw::Scheduled::default();
-    for (key, s) in &z.scheduled {
+    for (key, s) in &z.scheduled.0 {
         let at = ypath!["scheduled", key];
         let wire = owner(ctx, &at, key, &apex, &zname)?;
         // `name:` with nothing under it takes every default.
@@ -764,6 +781,9 @@ fn zone(
             }
         };
         let node = nodes.entry_or_default(&wire);
+        if node.scheduled.is_some() {
+            return Err(ctx.err(&at, format!("`{key}` is listed twice (names are case-insensitive)")));
+        }
         if !node.rrsets.is_empty() {
             return Err(
                 ctx.err(&at, format!("`{key}` has static records too: a scheduled name answers only A and AAAA"))
@@ -793,10 +813,10 @@ fn no_alias_targets(
     zname: &str,
     nodes: &NameMap<Node>,
 ) -> Result<(), ConfigError> {
-    for (key, types) in &z.records {
+    for (key, types) in &z.records.0 {
         let wire = owner(ctx, &ypath!["records", key], key, apex, zname)?;
         let Some(node) = nodes.get(&wire) else { continue };
-        for tname in types.keys() {
+        for (tname, _) in &types.0 {
             // Where the target name starts in a record tail (type, class,
             // TTL and RDLENGTH take 10 bytes; MX and SRV put numbers first).
             let (t, skip) = match rtype::from_name(tname) {

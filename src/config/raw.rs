@@ -2,10 +2,11 @@
 //! everywhere: an unknown key is an error, with its line). Nothing here is
 //! validated beyond its YAML type; `compile` does the rest.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+
+use super::yaml::Entries;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -13,7 +14,7 @@ pub struct Main {
     pub listen: Listen,
     pub geo: Geo,
     #[serde(default)]
-    pub isps: BTreeMap<String, Vec<u32>>,
+    pub isps: Entries<Vec<u32>>,
     pub pops: PathBuf,
     pub zones: PathBuf,
     #[serde(default)]
@@ -156,9 +157,9 @@ pub struct Zone {
     #[serde(default = "default_ttl")]
     pub ttl: u32,
     #[serde(default)]
-    pub records: BTreeMap<String, BTreeMap<String, OneOrMany>>,
+    pub records: Entries<Entries<OneOrMany>>,
     #[serde(default)]
-    pub scheduled: BTreeMap<String, Option<Scheduled>>,
+    pub scheduled: Entries<Option<Scheduled>>,
 }
 fn default_ttl() -> u32 {
     3600

@@ -171,6 +171,12 @@ impl LineIndex {
 #[derive(Debug)]
 pub struct Entries<V>(pub Vec<(String, V)>);
 
+impl<V> Default for Entries<V> {
+    fn default() -> Self {
+        Entries(Vec::new())
+    }
+}
+
 impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for Entries<V> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visit<V>(std::marker::PhantomData<V>);
