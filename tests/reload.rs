@@ -198,4 +198,16 @@ fn a_reload_reuses_the_compiled_databases_unless_their_files_change() {
     let after = h.shared.snapshot.load_full();
     assert!(!std::sync::Arc::ptr_eq(&same.geo, &after.geo), "changed file: compiled again");
     assert_eq!(ask(s.udp, WWW, "198.18.1.0/24"), ["203.0.113.10"], "the new network is in Frankfurt");
+
+    // A copy renamed over it with the size and mtime of the file it
+    // replaces (as cp -p or rsync -t keep them): another file, so compiled
+    // again, though size and mtime say nothing changed.
+    let mtime = std::fs::metadata(&city).unwrap().modified().unwrap();
+    let tmp = dir.path().join("city.mmdb.same");
+    std::fs::copy(&city, &tmp).unwrap();
+    std::fs::File::options().write(true).open(&tmp).unwrap().set_modified(mtime).unwrap();
+    std::fs::rename(&tmp, &city).unwrap();
+    h.reload(&s.config).unwrap();
+    let copied = h.shared.snapshot.load_full();
+    assert!(!std::sync::Arc::ptr_eq(&after.geo, &copied.geo), "same size and mtime, new file: compiled again");
 }

@@ -146,15 +146,22 @@ pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
 /// what: equal stamps mean the table can be reused.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GeoStamp {
-    files: [(PathBuf, u64, Option<std::time::SystemTime>); 2],
+    files: [FileStamp; 2],
     isps: IspMap,
 }
 
+/// One database file as `GeoStamp` knows it: path, size, mtime, (device, inode).
+type FileStamp = (PathBuf, u64, Option<std::time::SystemTime>, (u64, u64));
+
 impl GeoStamp {
     fn of(location: &Path, asn: &Path, isps: &IspMap) -> Option<GeoStamp> {
+        use std::os::unix::fs::MetadataExt;
+        // The inode too: a database renamed over the old one (the way to
+        // replace it) is a new file even with the same size and mtime, as
+        // a copy that keeps times (cp -p, rsync -t) would have.
         let stamp = |p: &Path| {
             let m = std::fs::metadata(p).ok()?;
-            Some((p.canonicalize().ok()?, m.len(), m.modified().ok()))
+            Some((p.canonicalize().ok()?, m.len(), m.modified().ok(), (m.dev(), m.ino())))
         };
         Some(GeoStamp { files: [stamp(location)?, stamp(asn)?], isps: isps.clone() })
     }
