@@ -24,6 +24,18 @@ fn shipped_copy(file: &str) -> (tempfile::TempDir, std::path::PathBuf, String) {
     (dir, copy, shipped)
 }
 
+/// Reload, then wait until the feed writer has published a table for the
+/// new config (it remaps its data then).
+fn reload_and_wait_for_the_writer(s: &TestServer, deadline: Instant) {
+    let h = s.handle.as_ref().unwrap();
+    let published = h.shared.feed_stats.published.load(Ordering::Acquire);
+    h.reload(&s.config).unwrap();
+    while h.shared.feed_stats.published.load(Ordering::Acquire) <= published {
+        assert!(Instant::now() < deadline, "the writer did not publish after the reload");
+        std::thread::yield_now();
+    }
+}
+
 /// The POP lines of pops.yaml in reverse order: every POP index moves.
 fn reversed_pops(shipped: &str) -> String {
     let mut lines: Vec<&str> = shipped.lines().filter(|l| l.starts_with("- ")).collect();
@@ -79,12 +91,7 @@ fn route_data_follows_its_pop_across_a_reload_that_reorders_pops() {
 
     // Reverse the POP list: every index moves. The writer maps its data again.
     std::fs::write(&pops, reversed_pops(&shipped)).unwrap();
-    let published = h.shared.feed_stats.published.load(Ordering::Acquire);
-    h.reload(&s.config).unwrap();
-    while h.shared.feed_stats.published.load(Ordering::Acquire) <= published {
-        assert!(Instant::now() < deadline, "the writer republished after the reload");
-        std::thread::yield_now();
-    }
+    reload_and_wait_for_the_writer(&s, deadline);
     assert_eq!(ask(s.udp, WWW, "115.236.1.0/24"), ["203.0.113.10"], "still de-fra-1, at its new index");
     assert_eq!(ask(s.udp, WWW, "58.246.1.0/24"), shanghai, "cn-sh-cu-1 still down, at its new index");
 }
@@ -162,12 +169,7 @@ fn a_reload_that_revokes_a_key_ends_what_its_reporter_said() {
     let kept: String = keys.lines().filter(|l| !l.starts_with(&format!("{id}:"))).map(|l| format!("{l}\n")).collect();
     assert!(kept.len() < keys.len() && !kept.is_empty());
     std::fs::write(&keys_file, kept).unwrap();
-    let published = h.shared.feed_stats.published.load(Ordering::Acquire);
-    h.reload(&s.config).unwrap();
-    while h.shared.feed_stats.published.load(Ordering::Acquire) <= published {
-        assert!(Instant::now() < deadline, "the writer did not publish after the reload");
-        std::thread::yield_now();
-    }
+    reload_and_wait_for_the_writer(&s, deadline);
     assert_eq!(ask(s.udp, WWW, "115.236.1.0/24"), ["192.0.2.10"], "cn-zj-ct-1 again: no data from the revoked key");
 }
 
