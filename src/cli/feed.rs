@@ -24,7 +24,7 @@ pub struct FeedArgs {
 
 pub fn run(a: FeedArgs) -> Result<(), Failure> {
     // What the server would drop every time is refused here, with a reason.
-    if a.reporter.is_empty() || !a.reporter.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+    if !popdns::quality::feed::valid_reporter_id(&a.reporter) {
         return Err(invalid(anyhow!("reporter id `{}` must match [A-Za-z0-9._-]+", a.reporter)));
     }
     let hex =
@@ -32,8 +32,9 @@ pub fn run(a: FeedArgs) -> Result<(), Failure> {
     let key = popdns::quality::feed::decode_hex(hex.trim())
         .ok_or_else(|| anyhow!("{}: the key is not hex", a.key.display()))
         .map_err(invalid)?;
-    if key.len() < 16 {
-        return Err(invalid(anyhow!("{}: the key is shorter than 16 bytes", a.key.display())));
+    if key.len() < popdns::quality::feed::MIN_KEY_BYTES {
+        let min = popdns::quality::feed::MIN_KEY_BYTES;
+        return Err(invalid(anyhow!("{}: the key is shorter than {min} bytes", a.key.display())));
     }
     let body = match &a.report {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display())),

@@ -399,7 +399,7 @@ fn feed(ctx: &Ctx, base: &Path, f: &raw::Feed, warnings: &mut Vec<ConfigWarning>
         if keys.contains_key(id) {
             return Err(kctx.err(&at, format!("reporter id `{id}` is listed twice")));
         }
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        if !crate::quality::feed::valid_reporter_id(id) {
             return Err(kctx.err(&at, format!("reporter id `{id}` must match [A-Za-z0-9._-]+")));
         }
         if hex.trim() == DEMO_FEED_KEY {
@@ -407,8 +407,10 @@ fn feed(ctx: &Ctx, base: &Path, f: &raw::Feed, warnings: &mut Vec<ConfigWarning>
         }
         let secret =
             crate::quality::feed::decode_hex(hex.trim()).ok_or_else(|| kctx.err(&at, "the secret is not hex"))?;
-        if secret.len() < 16 {
-            return Err(kctx.err(&at, "the secret is shorter than 16 bytes"));
+        if secret.len() < crate::quality::feed::MIN_KEY_BYTES {
+            return Err(
+                kctx.err(&at, format!("the secret is shorter than {} bytes", crate::quality::feed::MIN_KEY_BYTES))
+            );
         }
         // The MAC covers the body only, not the reporter id: with one secret
         // for two ids, anyone who sees a datagram of one could send it again

@@ -496,6 +496,14 @@ mod plain {
     }
 }
 
+/// Reporter ids the contract allows: `[A-Za-z0-9._-]+`.
+pub fn valid_reporter_id(id: &str) -> bool {
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Shortest reporter secret accepted, in bytes.
+pub const MIN_KEY_BYTES: usize = 16;
+
 pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) || !s.is_ascii() {
         return None;
