@@ -243,16 +243,8 @@ fn outside_coverage_a_pop_reported_down_loses_to_one_that_is_up() {
     // come first: with hk-hkg-1 and jp-tyo-1 (the nearest) reported down, a
     // POP that is up answers, not a down one.
     let dir = tempfile::tempdir().unwrap();
-    let pops: String = std::fs::read_to_string(repo().join("pops.yaml"))
-        .unwrap()
-        .lines()
-        .map(|l| match (l.contains("country: CN"), l.find(", ipv6: ["), l.find("], capacity")) {
-            (true, Some(a), Some(b)) => format!("{}{}\n", &l[..a], &l[b + 1..]),
-            _ => format!("{l}\n"),
-        })
-        .collect();
-    std::fs::write(dir.path().join("pops.yaml"), pops).unwrap();
-    let s = TestServer::start_with(&Setup { pops: dir.path().join("pops.yaml"), ..Setup::default() });
+    let pops = pops_without_ipv6(dir.path(), |l| l.contains("country: CN"));
+    let s = TestServer::start_with(&Setup { pops, ..Setup::default() });
     let cn = "cn.aliyundoc.com.example.com.";
     let aaaa = |s: &TestServer| addrs(&udp(s.udp, &query_msg(cn, RecordType::AAAA, Some(ZJ_CT))));
     assert_eq!(aaaa(&s), ["2001:db8:100::1"], "hk-hkg-1, the nearest POP with IPv6");

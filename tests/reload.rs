@@ -24,6 +24,20 @@ fn shipped_copy(file: &str) -> (tempfile::TempDir, std::path::PathBuf, String) {
     (dir, copy, shipped)
 }
 
+/// Send one report (`ts` and the rest of its body: `fields`) as the first
+/// test reporter, the server's first, and wait until it is accepted.
+fn report_as_probe_a(s: &TestServer, fields: &str, deadline: Instant) {
+    let (id, hex) = TEST_REPORTERS[0];
+    let body = format!(r#"{{"ts": {}, {fields}}}"#, feed::now_ms());
+    let datagram = feed::encode(id, &feed::decode_hex(hex).unwrap(), body.as_bytes());
+    UdpSocket::bind("127.0.0.1:0").unwrap().send_to(&datagram, s.feed.unwrap()).unwrap();
+    let accepted = &s.handle.as_ref().unwrap().shared.feed_stats.accepted;
+    while accepted.load(Ordering::Acquire) < 1 {
+        assert!(Instant::now() < deadline, "the report was not accepted");
+        std::thread::yield_now();
+    }
+}
+
 /// Reload, then wait until the feed writer has published a table for the
 /// new config (it remaps its data then).
 fn reload_and_wait_for_the_writer(s: &TestServer, deadline: Instant) {
@@ -67,23 +81,14 @@ fn invalid_reload_keeps_old_answers_and_a_valid_one_applies() {
 fn route_data_follows_its_pop_across_a_reload_that_reorders_pops() {
     let (_dir, pops, shipped) = shipped_copy("pops.yaml");
     let s = TestServer::start_with(&Setup { pops: pops.clone(), ..Setup::default() });
-    let h = s.handle.as_ref().unwrap();
-    let key = feed::decode_hex(TEST_REPORTERS[0].1).unwrap();
-    let body = format!(
-        r#"{{"ts": {}, "routes": [{{"pop": "de-fra-1", "group": "CN-ZJ/chinatelecom", "rtt_ms": 1, "loss": 0}},
-        {{"pop": "cn-zj-ct-1", "group": "CN-ZJ/chinatelecom", "rtt_ms": 50, "loss": 0}}],
-        "pops": [{{"id": "cn-sh-cu-1", "up": false}}]}}"#,
-        feed::now_ms()
-    );
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .send_to(&feed::encode(TEST_REPORTERS[0].0, &key, body.as_bytes()), s.feed.unwrap())
-        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while h.shared.feed_stats.accepted.load(Ordering::Acquire) < 1 {
-        assert!(Instant::now() < deadline);
-        std::thread::yield_now();
-    }
+    report_as_probe_a(
+        &s,
+        r#""routes": [{"pop": "de-fra-1", "group": "CN-ZJ/chinatelecom", "rtt_ms": 1, "loss": 0},
+        {"pop": "cn-zj-ct-1", "group": "CN-ZJ/chinatelecom", "rtt_ms": 50, "loss": 0}],
+        "pops": [{"id": "cn-sh-cu-1", "up": false}]"#,
+        deadline,
+    );
     assert_eq!(ask(s.udp, WWW, "115.236.1.0/24"), ["203.0.113.10"]);
     // Shanghai Unicom's own POP is down: its clients go elsewhere.
     let shanghai = ask(s.udp, WWW, "58.246.1.0/24");
@@ -147,20 +152,14 @@ fn until_the_writer_remaps_queries_read_the_table_of_the_config_before() {
 #[test]
 fn a_reload_that_revokes_a_key_ends_what_its_reporter_said() {
     let s = TestServer::start();
-    let h = s.handle.as_ref().unwrap();
-    let (id, hex) = TEST_REPORTERS[0];
-    let body = format!(
-        r#"{{"ts": {}, "pops": [{{"id": "cn-zj-ct-1", "up": false}}],
-        "routes": [{{"pop": "de-fra-1", "group": "CN-ZJ/chinatelecom", "rtt_ms": 1, "loss": 0}}]}}"#,
-        feed::now_ms()
-    );
-    let datagram = feed::encode(id, &feed::decode_hex(hex).unwrap(), body.as_bytes());
-    UdpSocket::bind("127.0.0.1:0").unwrap().send_to(&datagram, s.feed.unwrap()).unwrap();
+    let id = TEST_REPORTERS[0].0;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while h.shared.feed_stats.accepted.load(Ordering::Acquire) < 1 {
-        assert!(Instant::now() < deadline, "the report was not accepted");
-        std::thread::yield_now();
-    }
+    report_as_probe_a(
+        &s,
+        r#""pops": [{"id": "cn-zj-ct-1", "up": false}],
+        "routes": [{"pop": "de-fra-1", "group": "CN-ZJ/chinatelecom", "rtt_ms": 1, "loss": 0}]"#,
+        deadline,
+    );
     assert_eq!(ask(s.udp, WWW, "115.236.1.0/24"), ["203.0.113.10"], "de-fra-1, measured at 1 ms");
 
     // The key is taken out: at the reload, what its reporter said ends.

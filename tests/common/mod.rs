@@ -40,6 +40,22 @@ pub fn real_geo() -> Option<(PathBuf, PathBuf)> {
     }
 }
 
+/// The shipped pops.yaml with the IPv6 addresses of the POPs whose line
+/// `strip` picks taken out, written into `dir`; its path.
+pub fn pops_without_ipv6(dir: &Path, strip: impl Fn(&str) -> bool) -> PathBuf {
+    let pops: String = std::fs::read_to_string(repo().join("pops.yaml"))
+        .unwrap()
+        .lines()
+        .map(|l| match (strip(l), l.find(", ipv6: ["), l.find("], capacity")) {
+            (true, Some(a), Some(b)) => format!("{}{}\n", &l[..a], &l[b + 1..]),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    let path = dir.join("pops.yaml");
+    std::fs::write(&path, pops).unwrap();
+    path
+}
+
 pub const TEST_REPORTERS: [(&str, &str); 3] = [
     ("probe-a", "000102030405060708090a0b0c0d0e0f"),
     ("probe-b", "101112131415161718191a1b1c1d1e1f"),
