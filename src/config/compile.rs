@@ -121,8 +121,13 @@ impl Snapshot {
         if quality_config == self.generation {
             return Some(id);
         }
-        let b = self.before.as_ref().filter(|b| b.generation == quality_config)?;
-        b.ids.get(id.0 as usize).copied().flatten()
+        self.replaced(quality_config)?.ids.get(id.0 as usize).copied().flatten()
+    }
+
+    /// The translation from the config this one replaced, if a table of
+    /// config `quality_config` is that config's.
+    fn replaced(&self, quality_config: u64) -> Option<&Before> {
+        self.before.as_ref().filter(|b| b.generation == quality_config)
     }
 
     /// Whether a table built for config `quality_config` can give this
@@ -132,7 +137,7 @@ impl Snapshot {
         if quality_config == self.generation {
             return Some(None);
         }
-        let b = self.before.as_ref().filter(|b| b.generation == quality_config && b.rows)?;
+        let b = self.replaced(quality_config).filter(|b| b.rows)?;
         Some(Some(&b.ids))
     }
 }
